@@ -1,0 +1,1 @@
+"""The `dtm` command line."""

@@ -1,0 +1,102 @@
+"""`dtm serve`, `dtm version`: thin wrappers over the server package."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from typing import Any
+
+import click
+
+from dtm import __version__
+
+log = logging.getLogger("dtm.cli")
+
+
+@click.group()
+def main() -> None:
+    """DTM, the distributed transaction manager, in Python."""
+
+
+@main.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(__version__)
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="DTM_CONFIG",
+    help="YAML file with upstream's keys (conf.yml).",
+)
+@click.option("--host", help="Address to listen on (HttpHost).")
+@click.option("--http-port", type=int, help="HTTP port (HttpPort); 0 picks a free one.")
+@click.option("--store-path", help="SQLite file of the embedded store (Store.Path).")
+@click.option("--log-level", help="debug, info, warn or error (LogLevel).")
+def serve(
+    config_path: str | None,
+    host: str | None,
+    http_port: int | None,
+    store_path: str | None,
+    log_level: str | None,
+) -> None:
+    """Run the server: HTTP API, transaction engine and recovery loop."""
+    from dtm.cli.logs import configure
+    from dtm.server import config
+
+    overrides: dict[str, Any] = {
+        "HttpHost": host,
+        "HttpPort": http_port,
+        "Store.Path": store_path,
+        "LogLevel": log_level,
+    }
+    try:
+        conf = config.load(config_path, overrides=overrides)
+    except config.ConfigError as exc:
+        click.echo(f"dtm: configuration error: {exc}", err=True)
+        sys.exit(2)
+    configure(conf.LogLevel, conf.LogFormat)
+    try:
+        sock = socket.create_server((conf.HttpHost, conf.HttpPort), backlog=2048, reuse_port=False)
+    except OSError as exc:
+        click.echo(f"dtm: cannot listen on {conf.HttpHost}:{conf.HttpPort}: {exc}", err=True)
+        sys.exit(1)
+    try:
+        import uvloop
+
+        uvloop.run(_serve(conf, sock))
+    except ImportError:
+        asyncio.run(_serve(conf, sock))
+
+
+async def _serve(conf: Any, sock: socket.socket) -> None:
+    import uvicorn
+
+    from dtm.server.app import create_app
+
+    app = create_app(conf)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            http="httptools",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    host, port = sock.getsockname()[:2]
+    log.info(
+        "dtm %s listening on http://%s:%d (store %s)", __version__, host, port, conf.Store.Driver
+    )
+    await server.serve(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The wire contract shared by server and SDK: no I/O lives here."""

@@ -1,0 +1,1 @@
+"""The DTM server: HTTP API, transaction engine, recovery loop and stores."""

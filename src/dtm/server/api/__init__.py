@@ -1,0 +1,1 @@
+"""Transport adapters: decode a request, call the service, encode the answer."""

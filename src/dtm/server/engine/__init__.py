@@ -1,0 +1,1 @@
+"""Transaction processing: one state machine per mode, sharing `run.TransRun`."""

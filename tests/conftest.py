@@ -1,0 +1,56 @@
+"""Shared fixtures: one fast-timed DTM server for the session, a fresh business stub
+state for each test, and a private server for tests that kill or reconfigure it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Business, DtmServer
+
+
+@pytest.fixture(scope="session")
+def busi_service() -> Iterator[Business]:
+    service = Business()
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def busi(busi_service: Business) -> Business:
+    busi_service.reset()
+    return busi_service
+
+
+@pytest.fixture(scope="session")
+def dtm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DtmServer]:
+    server = DtmServer(tmp_path_factory.mktemp("dtm")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_dtm(tmp_path: Path) -> Iterator[Callable[..., DtmServer]]:
+    """Factory of servers owned by one test: `private_dtm(RetryInterval=2)`."""
+    started: list[DtmServer] = []
+
+    def make(**config: Any) -> DtmServer:
+        workdir = tmp_path / f"dtm{len(started)}"
+        workdir.mkdir()
+        server = DtmServer(workdir, **config)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def gid(request: pytest.FixtureRequest) -> str:
+    """A unique gid that names the test, for readable server logs."""
+    return f"{request.node.name[:80]}-{uuid.uuid4().hex[:8]}"
