@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Business, DtmServer
+from tests.harness import Business, DtmServer, Endpoints
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +21,8 @@ def busi_service() -> Iterator[Business]:
 
 
 @pytest.fixture
-def busi(busi_service: Business) -> Business:
-    busi_service.reset()
-    return busi_service
+def busi(busi_service: Business) -> Endpoints:
+    return Endpoints(busi_service)
 
 
 @pytest.fixture(scope="session")

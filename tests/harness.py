@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +256,34 @@ class Business:
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
+
+
+class Endpoints:
+    """One test's view of the business service: its endpoint names carry a prefix of
+    their own, so a transaction another test left unfinished on a shared server can never
+    call (or use up the answers of) this test's endpoints."""
+
+    def __init__(self, service: Business) -> None:
+        self.service = service
+        self.prefix = uuid.uuid4().hex[:8]
+
+    def url(self, name: str) -> str:
+        return self.service.url(f"{self.prefix}-{name}")
+
+    def program(self, name: str, *answers: Answer | Callable[[Call], Answer]) -> None:
+        self.service.program(f"{self.prefix}-{name}", *answers)
+
+    def calls(self, name: str | None = None) -> list[Call]:
+        if name is not None:
+            return self.service.calls(f"{self.prefix}-{name}")
+        return [c for c in self.service.calls() if c.name.startswith(f"{self.prefix}-")]
+
+    def wait_calls(self, name: str, count: int, timeout: float = 10) -> list[Call]:
+        return self.service.wait_calls(f"{self.prefix}-{name}", count, timeout)
+
+    def count(self, name: str) -> int:
+        return len(self.calls(name))
 
 
 def closed_port_url() -> str:
