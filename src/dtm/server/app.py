@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dtm.server.api.http import json_response, routes
+from dtm.server.api.openapi import build_openapi
 from dtm.server.branch import BranchCaller
 from dtm.server.config import Config
 from dtm.server.engine.run import EngineContext
@@ -94,9 +95,15 @@ def create_app(conf: Config, *, store: Store | None = None) -> Starlette:
             return json_response({"status": "unavailable", "store": str(exc)}, 503)
         return json_response({"status": "ok"})
 
+    openapi_doc = build_openapi()
+
+    async def openapi(_: Request) -> Response:
+        return json_response(openapi_doc)
+
     app_routes = [
         Route("/api/ping", ping, methods=["GET", "POST", "HEAD"]),
         Route("/api/health", health, methods=["GET"]),
+        Route("/api/dtmsvr/openapi.json", openapi, methods=["GET"]),
         *routes(service),
     ]
     app = Starlette(routes=app_routes, lifespan=lifespan)

@@ -20,6 +20,9 @@ MAX_URL = 1024
 MAX_BRANCH_ID = 128
 MAX_OP = 45
 MAX_TEXT = 1024  # rollback_reason, result: upstream's varchar(1024)
+# Longest interval, timeout or delay accepted (ten years): beyond it only overflow waits.
+MAX_SECONDS = 10 * 365 * 24 * 3600
+MAX_RETRY_LIMIT = 1_000_000
 _PROTOCOLS = {"", consts.PROTOCOL_HTTP, consts.PROTOCOL_GRPC, consts.PROTOCOL_JSONRPC}
 
 
@@ -58,10 +61,19 @@ def check_trans_type(trans_type: str) -> str:
     return trans_type
 
 
+def check_seconds(value: int, name: str) -> int:
+    if not 0 <= value <= MAX_SECONDS:
+        raise BadRequest(f"{name} should be between 0 and {MAX_SECONDS} seconds")
+    return value
+
+
 def _check_options(options: TransOptions) -> None:
-    for name in ("timeout_to_fail", "request_timeout", "retry_interval", "retry_limit"):
-        if getattr(options, name) < 0:
-            raise BadRequest(f"{name} may not be negative")
+    for name in ("timeout_to_fail", "request_timeout", "retry_interval"):
+        check_seconds(getattr(options, name), name)
+    if not 0 <= options.retry_limit <= MAX_RETRY_LIMIT:
+        raise BadRequest(f"retry_limit should be between 0 and {MAX_RETRY_LIMIT}")
+    if not 0 <= options.retry_count <= MAX_RETRY_LIMIT:
+        raise BadRequest(f"retry_count should be between 0 and {MAX_RETRY_LIMIT}")
 
 
 def _payloads(req: TransRequest) -> list[bytes]:
@@ -109,13 +121,11 @@ def _step_timeout(step: dict[str, str], branch_id: str, options: TransOptions) -
     raw = step.get("request_timeout")
     if raw is None:
         return
-    try:
-        seconds = int(raw)
-    except ValueError:
-        raise BadRequest(f"step {branch_id} request_timeout should be whole seconds") from None
-    if seconds <= 0:
-        raise BadRequest(f"step {branch_id} request_timeout should be positive")
-    options.branch_request_timeouts[branch_id] = seconds
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= MAX_SECONDS:
+        raise BadRequest(
+            f"step {branch_id} request_timeout should be whole seconds, 1 to {MAX_SECONDS}"
+        )
+    options.branch_request_timeouts[branch_id] = int(raw)
 
 
 async def _msg_branches(
@@ -169,6 +179,8 @@ async def new_transaction(
         branches = await _msg_branches(store, gid, req, options)
     else:
         branches = []
+    if trans_type == consts.MSG:
+        check_seconds(delay_of(req.custom_data or ""), "delay")
     encoded_options = encode_options(options)
     trans = TransGlobal(
         gid=gid,
@@ -181,6 +193,22 @@ async def new_transaction(
         rollback_reason=(req.rollback_reason or "")[:MAX_TEXT],
     )
     return trans, branches, options
+
+
+def position(text: str) -> str:
+    """A listing position as the store gave it: the id of a row, or "" for the start."""
+    if text and not (text.isascii() and text.isdigit() and int(text) < 2**63):
+        raise BadRequest("position should be a value of next_position")
+    return text
+
+
+def millis(text: str, name: str) -> int | None:
+    """`createTimeStart=1700000000000`: milliseconds since the epoch, as upstream."""
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) > 253402300799999:
+        raise BadRequest(f"{name} should be milliseconds since the epoch, before year 10000")
+    return int(text)
 
 
 def msg_delay(trans: TransGlobal) -> int:

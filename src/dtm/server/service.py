@@ -255,14 +255,13 @@ class Service:
         if gid:
             trans = await self.store.find(gid)
             return Page([trans] if trans else [], "")
-        if position and not position.isdigit():
-            raise intake.BadRequest("position should be a value of next_position")
-        return await self.store.scan(position=position, limit=limit, where=where)
+        return await self.store.scan(position=intake.position(position), limit=limit, where=where)
 
     async def reset_cron_time(self, *, after: float | None, limit: int) -> tuple[int, bool]:
         """Make due now what is scheduled later than `after` seconds (default three times
         TimeoutToFail): after an outage, retry at once instead of after long back-offs."""
         later = after if after is not None else 3.0 * self.timeout_to_fail
+        intake.check_seconds(int(later), "timeout")
         return await self.store.reset_cron_time(after=later, limit=limit)
 
     async def reset_next_cron_time(self, req: TransRequest) -> None:
@@ -293,9 +292,7 @@ class Service:
             raise LookupError(f"no topic {topic!r}")
 
     async def scan_kv(self, cat: str, *, position: str, limit: int) -> tuple[list[KV], str]:
-        if position and not position.isdigit():
-            raise intake.BadRequest("position should be a value of next_position")
-        return await self.store.scan_kv(cat, position=position, limit=limit)
+        return await self.store.scan_kv(cat, position=intake.position(position), limit=limit)
 
     async def query_kv(self, cat: str, key: str) -> list[KV]:
         return await self.store.find_kv(cat, key)
@@ -309,8 +306,5 @@ def _need(**values: str) -> None:
 
 def millis_to_datetime(text: str, name: str) -> datetime | None:
     """`createTimeStart=1700000000000`: milliseconds since the epoch, as upstream."""
-    if not text:
-        return None
-    if not text.isdigit():
-        raise intake.BadRequest(f"{name} should be milliseconds since the epoch")
-    return datetime.fromtimestamp(int(text) / 1000, UTC)
+    ms = intake.millis(text, name)
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
