@@ -9,28 +9,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-export UV_PYTHON_DOWNLOADS=never
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-if ! command -v wrk >/dev/null; then
-    sudo=()
-    if ((EUID != 0)); then
-        sudo=(sudo)
-    fi
-    echo "bench: installing wrk (Debian package)" >&2
-    "${sudo[@]}" apt-get update -qq >&2
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends wrk >&2
-fi
-
-if uv --version >/dev/null 2>&1; then
-    UV=(uv)
-elif python3 -m uv --version >/dev/null 2>&1; then
-    UV=(python3 -m uv)
-else
-    echo "bench: uv not found; installing it with pip" >&2
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv
-    UV=(python3 -m uv)
-fi
+ensure_apt_packages wrk
+find_uv
 # Same environment as scripts/serve.sh: the server extra, leaving any dev tools in place.
 "${UV[@]}" sync --frozen --extra server --no-dev --inexact --quiet
 

@@ -9,22 +9,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# There is no Python download to fall back on here: use the machine's python3.
-export UV_PYTHON_DOWNLOADS=never
-
-# Sets UV to the command that runs uv, installing uv with pip when there is none.
-# `python3 -m uv` works right after a pip install, before a shell or pyenv shim knows about it.
-find_uv() {
-    if uv --version >/dev/null 2>&1; then
-        UV=(uv)
-    elif python3 -m uv --version >/dev/null 2>&1; then
-        UV=(python3 -m uv)
-    else
-        echo "serve.sh: uv not found; installing it with pip" >&2
-        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv
-        UV=(python3 -m uv)
-    fi
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 find_uv
 # --no-dev: serving needs no test tools. --inexact: keep whatever else is in .venv (the dev

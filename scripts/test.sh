@@ -11,45 +11,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-export UV_PYTHON_DOWNLOADS=never
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # Debian packages the tests need. Add a package here when a test starts needing one
 # (browser tests will need: chromium chromium-driver).
 APT_PACKAGES=()
-
-ensure_apt_packages() {
-    local missing=() pkg
-    for pkg in "$@"; do
-        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-            missing+=("$pkg")
-        fi
-    done
-    if ((${#missing[@]} == 0)); then
-        return 0
-    fi
-    local sudo=()
-    if ((EUID != 0)); then
-        sudo=(sudo)
-    fi
-    echo "test.sh: installing Debian packages: ${missing[*]}" >&2
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}"
-}
-
-# Sets UV to the command that runs uv, installing uv with pip when there is none.
-# `python3 -m uv` works right after a pip install, before a shell or pyenv shim knows about it.
-find_uv() {
-    if uv --version >/dev/null 2>&1; then
-        UV=(uv)
-    elif python3 -m uv --version >/dev/null 2>&1; then
-        UV=(python3 -m uv)
-    else
-        echo "test.sh: uv not found; installing it with pip" >&2
-        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv
-        UV=(python3 -m uv)
-    fi
-}
 
 step() {
     echo "==> $*" >&2
