@@ -80,11 +80,7 @@ async def _call_in_order(run: TransRun, actions: list[TransBranch]) -> None:
             await run.retry_later(_as_retry(result), branch.url)
             return
         last = i == len(actions) - 1
-        await run.save(
-            branches=[(branch, consts.SUCCEED)],
-            status=consts.SUCCEED if last else None,
-            reschedule=not last,
-        )
+        await run.record_success(branch, finished=consts.SUCCEED if last else None)
     if not actions:
         await run.save(status=consts.SUCCEED)
 
@@ -102,12 +98,7 @@ async def _call_all(run: TransRun, actions: list[TransBranch]) -> None:
                     retry = retry or (branch, _as_retry(result))
                     continue
                 left -= 1
-                done = left == 0
-                await run.save(
-                    branches=[(branch, consts.SUCCEED)],
-                    status=consts.SUCCEED if done else None,
-                    reschedule=not done,
-                )
+                await run.record_success(branch, finished=consts.SUCCEED if left == 0 else None)
     finally:
         await pool.cancel()
     if retry is not None:

@@ -36,11 +36,6 @@ async def process(run: TransRun) -> None:
         if result.outcome is not Outcome.SUCCESS:
             await run.retry_later(result, branch.url)
             return
-        last = i == len(todo) - 1
-        await run.save(
-            branches=[(branch, consts.SUCCEED)],
-            status=final if last else None,
-            reschedule=not last,
-        )
+        await run.record_success(branch, finished=final if i == len(todo) - 1 else None)
     if not todo:
         await run.save(status=final)

@@ -9,6 +9,7 @@ calls another branch on the strength of a result it could not save.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -55,6 +56,9 @@ class TransRun:
         self.branches = branches
         self.owner = owner
         self.options: TransOptions = decode_options(trans.options)
+        # Successes of branches that were never called (empty URL), written with the next
+        # write: repeating a call that does nothing is free, so they need no write of their own.
+        self._unsaved: list[tuple[TransBranch, str]] = []
 
     @property
     def gid(self) -> str:
@@ -153,6 +157,17 @@ class TransRun:
         if interval is not None:
             self.trans.next_cron_interval = interval
 
+    async def record_success(self, branch: TransBranch, *, finished: str | None) -> None:
+        """Save that `branch` succeeded and, when it was the last one, the final status
+        `finished` in the same write."""
+        if finished is None and not branch.url:
+            branch.status = consts.SUCCEED
+            self._unsaved.append((branch, consts.SUCCEED))
+            return
+        await self.save(
+            branches=[(branch, consts.SUCCEED)], status=finished, reschedule=finished is None
+        )
+
     async def retry_later(self, result: CallResult, what: str) -> None:
         """Schedule the next pass after a branch answered ongoing or an error.
 
@@ -195,9 +210,13 @@ class TransRun:
         await self._write(Progress(next_cron_delay=delay))
 
     async def _write(self, progress: Progress) -> None:
+        if self._unsaved:
+            unsaved = [BranchUpdate(b.branch_id, b.op, st) for b, st in self._unsaved]
+            progress = dataclasses.replace(progress, branches=[*unsaved, *progress.branches])
         ok = await self.ctx.store.save_progress(
             self.gid, progress, expect_status=self.status, owner=self.owner
         )
+        self._unsaved.clear()
         if not ok:
             log.info("transaction changed under this pass; stopping", extra={"gid": self.gid})
             raise Stale(self.gid)

@@ -105,11 +105,7 @@ async def _forward(run: TransRun, plan: SagaPlan) -> None:
                     done = all(
                         s.action is action or s.action.status == consts.SUCCEED for s in plan.steps
                     )
-                    await run.save(
-                        branches=[(action, consts.SUCCEED)],
-                        status=consts.SUCCEED if done else None,
-                        reschedule=not done,
-                    )
+                    await run.record_success(action, finished=consts.SUCCEED if done else None)
                 elif result.outcome is Outcome.FAILURE:
                     await run.save(branches=[(action, consts.FAILED)], reschedule=True)
                     failure = failure or f"url:{action.url} return failed: {result.detail}"
@@ -181,11 +177,7 @@ async def _backward(run: TransRun, plan: SagaPlan) -> None:
             async for comp, result in pool.finished():
                 if result.outcome is Outcome.SUCCESS:
                     done = all(settled(i) or plan.steps[i].compensate is comp for i in needed)
-                    await run.save(
-                        branches=[(comp, consts.SUCCEED)],
-                        status=consts.FAILED if done else None,
-                        reschedule=not done,
-                    )
+                    await run.record_success(comp, finished=consts.FAILED if done else None)
                 else:  # a compensation must succeed in the end: retry whatever it said
                     retry = retry or (comp, CallResult(Outcome.ERROR, result.detail))
     finally:
