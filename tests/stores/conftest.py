@@ -40,5 +40,6 @@ def new_store(backend: str, tmp_path: Path) -> StoreFactory:
 async def store(new_store: StoreFactory) -> AsyncIterator[Store]:
     opened = new_store()
     await opened.open()
+    await opened.migrate()
     yield opened
     await opened.close()

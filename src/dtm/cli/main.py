@@ -1,4 +1,4 @@
-"""`dtm serve`, `dtm version`: thin wrappers over the server package."""
+"""`dtm serve`, `dtm migrate`, `dtm version`: thin wrappers over the server package."""
 
 from __future__ import annotations
 
@@ -14,6 +14,28 @@ from dtm import __version__
 
 log = logging.getLogger("dtm.cli")
 
+_config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="DTM_CONFIG",
+    help="YAML file with upstream's keys (conf.yml).",
+)
+_store_path_option = click.option(
+    "--store-path", help="SQLite file of the embedded store (Store.Path)."
+)
+
+
+def _load_config(config_path: str | None, overrides: dict[str, Any]) -> Any:
+    from dtm.server import config
+
+    try:
+        return config.load(config_path, overrides=overrides)
+    except config.ConfigError as exc:
+        click.echo(f"dtm: configuration error: {exc}", err=True)
+        sys.exit(2)
+
 
 @click.group()
 def main() -> None:
@@ -27,17 +49,35 @@ def version() -> None:
 
 
 @main.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="DTM_CONFIG",
-    help="YAML file with upstream's keys (conf.yml).",
-)
+@_config_option
+@_store_path_option
+def migrate(config_path: str | None, store_path: str | None) -> None:
+    """Create the store's tables where they are missing; never drops data."""
+    conf = _load_config(config_path, {"Store.Path": store_path})
+    asyncio.run(_migrate(conf))
+    click.echo(f"dtm: the {conf.Store.Driver} store's schema is ready")
+
+
+async def _migrate(conf: Any) -> None:
+    from dtm.server.stores import make_store
+    from dtm.server.stores.base import StoreUnavailable
+
+    store = make_store(conf.Store)
+    try:
+        await store.open()
+        await store.migrate()
+    except StoreUnavailable as exc:
+        click.echo(f"dtm: store unavailable: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        await store.close()
+
+
+@main.command()
+@_config_option
 @click.option("--host", help="Address to listen on (HttpHost).")
 @click.option("--http-port", type=int, help="HTTP port (HttpPort); 0 picks a free one.")
-@click.option("--store-path", help="SQLite file of the embedded store (Store.Path).")
+@_store_path_option
 @click.option("--log-level", help="debug, info, warn or error (LogLevel).")
 def serve(
     config_path: str | None,
@@ -48,22 +88,14 @@ def serve(
 ) -> None:
     """Run the server: HTTP API, transaction engine and recovery loop."""
     from dtm.cli.logs import configure
-    from dtm.server import config
 
-    overrides: dict[str, Any] = {
-        "HttpHost": host,
-        "HttpPort": http_port,
-        "Store.Path": store_path,
-        "LogLevel": log_level,
-    }
-    try:
-        conf = config.load(config_path, overrides=overrides)
-    except config.ConfigError as exc:
-        click.echo(f"dtm: configuration error: {exc}", err=True)
-        sys.exit(2)
+    conf = _load_config(
+        config_path,
+        {"HttpHost": host, "HttpPort": http_port, "Store.Path": store_path, "LogLevel": log_level},
+    )
     configure(conf.LogLevel, conf.LogFormat)
     try:
-        sock = socket.create_server((conf.HttpHost, conf.HttpPort), backlog=2048, reuse_port=False)
+        sock = socket.create_server((conf.HttpHost, conf.HttpPort), backlog=2048)
     except OSError as exc:
         click.echo(f"dtm: cannot listen on {conf.HttpHost}:{conf.HttpPort}: {exc}", err=True)
         sys.exit(1)
@@ -93,7 +125,11 @@ async def _serve(conf: Any, sock: socket.socket) -> None:
     )
     host, port = sock.getsockname()[:2]
     log.info(
-        "dtm %s listening on http://%s:%d (store %s)", __version__, host, port, conf.Store.Driver
+        "dtm %s listening on http://%s:%d (store %s)",
+        __version__,
+        host,
+        port,
+        conf.Store.Driver,
     )
     await server.serve(sockets=[sock])
 

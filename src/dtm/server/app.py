@@ -76,6 +76,8 @@ def create_app(conf: Config, *, store: Store | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await store.open()
+        if conf.Store.AutoMigrate:
+            await store.migrate()
         await caller.start()
         processor.start_cron()
         try:

@@ -41,13 +41,15 @@ class StoreConfig:
     FinishedDataExpire: int = 86400
     RedisPrefix: str = "{a}"
     Synchronous: str = "FULL"
+    AutoMigrate: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     """Every server setting. Times are seconds; defaults equal upstream's.
 
-    Additions of this implementation: `HttpHost`, `MaxRetryInterval` (cap of the
+    Additions of this implementation: `Store.Path`, `Store.Synchronous` (SQLite),
+    `Store.AutoMigrate` (create missing tables at start), `HttpHost`, `MaxRetryInterval` (cap of the
     exponential back-off; upstream doubles without bound), `RetryJitter` (fraction of
     random spread added to each back-off), `LogFormat` (text or json).
     """

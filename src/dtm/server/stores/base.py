@@ -82,7 +82,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def open(self) -> None:
-        """Connect and create the schema if it is missing (never dropping data)."""
+        """Connect (a pool, for server stores). Raises StoreUnavailable when it cannot."""
+
+    @abc.abstractmethod
+    async def migrate(self) -> None:
+        """Create the schema where it is missing, never dropping or changing data; safe to
+        run again and against a database upstream DTM was using. Call after `open`."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -443,6 +443,9 @@ class SqliteStore(Store):
             await self._writer.stop()
             raise
 
+    async def migrate(self) -> None:
+        """Nothing to do: the embedded store creates its schema when it opens."""
+
     async def close(self) -> None:
         await asyncio.gather(self._writer.stop(), self._reader.stop())
 
