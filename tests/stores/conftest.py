@@ -1,25 +1,31 @@
 """One contract suite for every store backend: `store` is parametrized by backend name.
 
-A backend joins the suite by adding a factory to `FACTORIES`; a factory gets the test's
-temporary directory and returns a new, unopened store. Called twice in one test, it must
-return stores over the same data, so tests can close a store and open it again.
+Each backend has a module `tests/stores/factory_<name>.py` with `make(tmp_path) -> Store`:
+a new, unopened store over data private to the test (a file in tmp_path, a database or a key
+prefix named after it). Called twice in one test it must return stores over the same data,
+so tests can close a store and open it again. Server stores connect to the services of this
+machine; when one is down the tests fail (never skip): scripts/ensure-services.sh starts them.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+import tests.stores
 from dtm.server.stores.base import Store
-from dtm.server.stores.sqlite import SqliteStore
 
 StoreFactory = Callable[[], Store]
 
 FACTORIES: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda tmp: SqliteStore(str(tmp / "dtm.sqlite3")),
+    info.name.removeprefix("factory_"): importlib.import_module(f"tests.stores.{info.name}").make
+    for info in pkgutil.iter_modules(tests.stores.__path__)
+    if info.name.startswith("factory_")
 }
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +27,6 @@ from dtm.server.stores.base import (
     Store,
     StoreUnavailable,
 )
-from dtm.server.stores.sqlite import SqliteStore
 from tests.stores.conftest import StoreFactory
 
 # Stores with coarser clocks (MySQL DATETIME, Redis seconds) still land within this.
@@ -492,21 +489,11 @@ async def test_ping_and_use_after_close(new_store: StoreFactory) -> None:
     await store.close()
 
 
-async def test_an_unreachable_store_raises_store_unavailable(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "missing" / "dtm.sqlite3"))
-    with pytest.raises(StoreUnavailable):
-        await store.open()
-    await store.close()
-
-
 async def test_concurrent_writes_are_all_durable(store: Store, new_store: StoreFactory) -> None:
     gids = [f"g{i:03}" for i in range(200)]
 
     created = await asyncio.gather(*(create_ok(store, gid) for gid in gids))
     assert all(created)
-    if isinstance(store, SqliteStore):
-        batches, jobs = store.batch_stats()
-        assert batches < jobs  # they shared commits
     await store.close()
 
     reopened = new_store()
@@ -522,37 +509,3 @@ async def test_concurrent_writes_are_all_durable(store: Store, new_store: StoreF
 
 async def create_ok(store: Store, gid: str) -> bool:
     return await store.create(new_trans(gid), saga_ops(gid, "01"), next_cron_delay=10)
-
-
-async def test_a_failing_write_spoils_nothing_else_in_its_batch(store: Store) -> None:
-    if not isinstance(store, SqliteStore):
-        pytest.skip("forces one SQLite group commit")
-    await create(store, "dup")
-    # Holding SQLite's write lock from outside stalls the writer, so all the jobs below
-    # queue up and share the commit after it.
-    blocker = sqlite3.connect(store.path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    batches_before, _ = store.batch_stats()
-    broken_ops = saga_ops("broken", "01")
-    # A NULL status breaks the second insert of this job, after its global row is written.
-    broken_ops[1].status = None  # type: ignore[assignment]
-
-    jobs = asyncio.gather(
-        *(create_ok(store, f"ok{i}") for i in range(10)),
-        create_ok(store, "dup"),
-        store.create(new_trans("broken"), broken_ops, next_cron_delay=10),
-        *(create_ok(store, f"ok{i}") for i in range(10, 20)),
-        return_exceptions=True,
-    )
-    await asyncio.sleep(0.05)
-    blocker.execute("COMMIT")
-    blocker.close()
-    results = await jobs
-
-    assert store.batch_stats()[0] - batches_before <= 2
-    assert results[:10] == [True] * 10 and results[12:] == [True] * 10
-    assert results[10] is False
-    assert isinstance(results[11], StoreUnavailable)
-    assert await store.load("broken") == (None, [])
-    page = await store.scan(position="", limit=100, where=ScanFilter())
-    assert len(page.items) == 21
