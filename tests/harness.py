@@ -39,7 +39,11 @@ class DtmServer:
     def __init__(self, workdir: Path, **config: Any) -> None:
         self.workdir = workdir
         self.config: dict[str, Any] = {**FAST_CONFIG, **config}
-        self.config.setdefault("Store", {"Driver": "sqlite", "Path": str(workdir / "dtm.db")})
+        self.config["Store"] = {
+            "Driver": "sqlite",
+            "Path": str(workdir / "dtm.db"),
+            **config.get("Store", {}),
+        }
         self.config.setdefault("HttpHost", "127.0.0.1")
         self.config.setdefault("HttpPort", 0)
         self.proc: subprocess.Popen[bytes] | None = None

@@ -509,3 +509,23 @@ async def test_concurrent_writes_are_all_durable(store: Store, new_store: StoreF
 
 async def create_ok(store: Store, gid: str) -> bool:
     return await store.create(new_trans(gid), saga_ops(gid, "01"), next_cron_delay=10)
+
+
+async def test_purge_finished_removes_only_old_finished_transactions(store: Store) -> None:
+    for gid, status in (("old-ok", SUCCEED), ("old-failed", FAILED), ("old-running", SUBMITTED)):
+        await create(store, gid)
+        if status != SUBMITTED:
+            assert await store.save_progress(gid, Progress(status=status), expect_status=SUBMITTED)
+    await asyncio.sleep(2.1)  # stores with second-precision columns still see the age
+    await create(store, "new-ok")
+    assert await store.save_progress("new-ok", Progress(status=SUCCEED), expect_status=SUBMITTED)
+
+    assert await store.purge_finished(older_than=1, limit=1) == 1
+    assert await store.purge_finished(older_than=1, limit=10) == 1
+    assert await store.purge_finished(older_than=1, limit=10) == 0
+    for gid in ("old-ok", "old-failed"):
+        assert await store.load(gid) == (None, [])
+    for gid in ("old-running", "new-ok"):
+        trans, branches = await store.load(gid)
+        assert trans is not None
+        assert len(branches) == 2

@@ -19,6 +19,7 @@ from dtm.server.branch import BranchCaller
 from dtm.server.config import Config
 from dtm.server.engine.run import EngineContext
 from dtm.server.engine.schedule import Schedule
+from dtm.server.housekeeping import Housekeeper
 from dtm.server.processor import Processor
 from dtm.server.service import Service
 from dtm.server.stores import make_store
@@ -72,6 +73,9 @@ def create_app(conf: Config, *, store: Store | None = None) -> Starlette:
         lock_lease=max(float(conf.RetryInterval), conf.RequestTimeout + 1.0),
     )
     service = Service(store, processor, schedule, timeout_to_fail=conf.TimeoutToFail)
+    housekeeper = Housekeeper(
+        store, retention=conf.Store.FinishedDataExpire, interval=conf.PurgeInterval
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -80,9 +84,11 @@ def create_app(conf: Config, *, store: Store | None = None) -> Starlette:
             await store.migrate()
         await caller.start()
         processor.start_cron()
+        housekeeper.start()
         try:
             yield
         finally:
+            await housekeeper.stop()
             await processor.stop()
             await caller.close()
             await store.close()

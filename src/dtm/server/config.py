@@ -51,7 +51,9 @@ class Config:
     Additions of this implementation: `Store.Path`, `Store.Synchronous` (SQLite),
     `Store.AutoMigrate` (create missing tables at start), `HttpHost`, `MaxRetryInterval` (cap of the
     exponential back-off; upstream doubles without bound), `RetryJitter` (fraction of
-    random spread added to each back-off), `LogFormat` (text or json).
+    random spread added to each back-off), `LogFormat` (text or json),
+    `PurgeInterval` (seconds between purges of finished transactions older than
+    `Store.FinishedDataExpire`, on every store; 0 retention keeps them forever).
     """
 
     Store: StoreConfig = field(default_factory=StoreConfig)
@@ -72,6 +74,7 @@ class Config:
     AdminBasePath: str = ""
     MaxRetryInterval: int = 3600
     RetryJitter: float = 0.0
+    PurgeInterval: float = 60
 
 
 # Upstream keys that configure parts this server does not have (service discovery, log
@@ -165,6 +168,10 @@ def validate(conf: Config) -> None:
         raise ConfigError("RequestTimeout should be positive")
     if conf.MaxRetryInterval < conf.RetryInterval:
         raise ConfigError("MaxRetryInterval should not be less than RetryInterval")
+    if conf.PurgeInterval <= 0:
+        raise ConfigError("PurgeInterval should be positive")
+    if conf.Store.FinishedDataExpire < 0:
+        raise ConfigError("Store.FinishedDataExpire should not be negative")
     if not 0 <= conf.RetryJitter <= 1:
         raise ConfigError("RetryJitter should be between 0 and 1")
     for name in ("HttpPort", "GrpcPort", "JsonRpcPort"):

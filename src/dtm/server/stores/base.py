@@ -160,6 +160,12 @@ class Store(abc.ABC):
         """Make one unfinished transaction due now; False if none such exists."""
 
     @abc.abstractmethod
+    async def purge_finished(self, *, older_than: float, limit: int) -> int:
+        """Delete up to `limit` finished (succeed or failed) transactions, with their
+        branches, last updated more than `older_than` seconds ago; returns how many.
+        Unfinished transactions are never removed, however old."""
+
+    @abc.abstractmethod
     async def scan(self, *, position: str, limit: int, where: ScanFilter) -> Page:
         """Transactions newest first, `limit` at a time from `position` ("" = start)."""
 

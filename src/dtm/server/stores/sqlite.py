@@ -282,6 +282,20 @@ def _reset_next_cron_time(tx: Tx, gid: str) -> bool:
     return cursor.rowcount > 0
 
 
+def _purge_finished(tx: Tx, older_than: float, limit: int) -> int:
+    cutoff = format_time(tx.later(-older_than))
+    gids = [
+        (row[0],)
+        for row in tx.cur.execute(
+            "SELECT gid FROM trans_global WHERE status IN (?, ?) AND update_time < ? LIMIT ?",
+            (SUCCEED, FAILED, cutoff, limit),
+        ).fetchall()
+    ]
+    tx.cur.executemany("DELETE FROM trans_branch_op WHERE gid = ?", gids)
+    tx.cur.executemany("DELETE FROM trans_global WHERE gid = ?", gids)
+    return len(gids)
+
+
 def _find(tx: Tx, gid: str) -> TransGlobal | None:
     row = tx.cur.execute(
         f"SELECT {_GLOBAL_COLUMNS} FROM trans_global WHERE gid = ?", (gid,)
@@ -493,6 +507,9 @@ class SqliteStore(Store):
 
     async def reset_next_cron_time(self, gid: str) -> bool:
         return await self._writer.submit(_reset_next_cron_time, gid)
+
+    async def purge_finished(self, *, older_than: float, limit: int) -> int:
+        return await self._writer.submit(_purge_finished, older_than, limit)
 
     async def scan(self, *, position: str, limit: int, where: ScanFilter) -> Page:
         items = await self._reader.submit(_scan, _position(position), limit, where)
