@@ -64,6 +64,24 @@ def test_kill_mid_saga_resumes_where_it_stopped(
     assert [b["status"] for b in branches if b["op"] == "action"] == ["succeed"] * 3
 
 
+def test_deferred_branch_saves_trade_writes_for_repeated_calls(
+    private_dtm: Callable[..., DtmServer], busi: Endpoints, gid: str
+) -> None:
+    # UpdateBranchSync 0, as upstream's batching: step 1's success waits for the next write,
+    # so a crash before it makes step 1 run again (the barrier makes that harmless).
+    server = private_dtm(UpdateBranchSync=0)
+    busi.program("a2", slow(1.5), OK)
+    ok(server.post("submit", saga(gid, busi, 2)))
+    busi.wait_calls("a2", 1)
+
+    restart_after_kill(server)
+
+    server.wait_status(gid, "succeed", timeout=15)
+    assert busi.count("a1") == 2
+    branches = server.query(gid)["branches"]
+    assert [b["status"] for b in branches if b["op"] == "action"] == ["succeed"] * 2
+
+
 def test_kill_right_after_submit_still_finishes(
     private_dtm: Callable[..., DtmServer], busi: Endpoints, gid: str
 ) -> None:

@@ -66,6 +66,7 @@ def create_app(conf: Config, *, store: Store | None = None) -> Starlette:
         timeout_to_fail=conf.TimeoutToFail,
         alert_retry_limit=conf.AlertRetryLimit,
         alert=Alerter(conf.AlertWebHook, caller) if conf.AlertWebHook else None,
+        defer_branch_saves=conf.UpdateBranchSync == 0,
     )
     processor = Processor(
         ctx,

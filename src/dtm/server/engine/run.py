@@ -43,6 +43,9 @@ class EngineContext:
     timeout_to_fail: int
     alert_retry_limit: int
     alert: Alert | None = None
+    # UpdateBranchSync 0: a branch's success rides on the transaction's next write instead
+    # of a write of its own (fewer writes; after a crash, such branches are called again).
+    defer_branch_saves: bool = False
 
 
 class TransRun:
@@ -160,7 +163,7 @@ class TransRun:
     async def record_success(self, branch: TransBranch, *, finished: str | None) -> None:
         """Save that `branch` succeeded and, when it was the last one, the final status
         `finished` in the same write."""
-        if finished is None and not branch.url:
+        if finished is None and (not branch.url or self.ctx.defer_branch_saves):
             branch.status = consts.SUCCEED
             self._unsaved.append((branch, consts.SUCCEED))
             return
