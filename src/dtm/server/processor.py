@@ -140,7 +140,12 @@ class Processor:
         self._recovering -= 1
 
     async def _recover(self, gid: str, owner: str) -> None:
-        trans, branches = await self.ctx.store.load(gid)
+        try:
+            trans, branches = await self.ctx.store.load(gid)
+        except StoreUnavailable as exc:
+            # The lease runs out and a later look takes the transaction again.
+            log.error("store unavailable resuming a transaction: %s", exc, extra={"gid": gid})
+            return
         if trans is None or trans.owner != owner:
             return  # finished or taken over between the lock and this read
         log.info("resuming unfinished transaction", extra={"gid": gid, "status": trans.status})

@@ -22,6 +22,16 @@ from datetime import datetime
 
 from dtm.protocol.records import KV, TransBranch, TransGlobal
 
+# One event loop keeps few more statements in flight than this; upstream's default of 500
+# connections would exceed PostgreSQL's and MariaDB's default connection limits (100, 151)
+# with two or three instances, and refused connections are outages, not waits.
+MAX_POOL = 32
+
+
+def pool_size(max_open_conns: int) -> int:
+    """Connections a server store's pool may open: `MaxOpenConns`, at most MAX_POOL."""
+    return max(1, min(max_open_conns, MAX_POOL))
+
 
 class StoreError(Exception):
     """Base of the store's own errors."""
