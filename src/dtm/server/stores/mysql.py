@@ -48,6 +48,13 @@ from dtm.server.stores.base import (
     StoreUnavailable,
     pool_size,
 )
+from dtm.server.stores.rows import (
+    branch_from_row,
+    global_from_row,
+    kv_from_row,
+    next_position,
+    parse_position,
+)
 
 __all__ = ["MysqlStore"]
 
@@ -163,58 +170,6 @@ def _quote_name(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _global(row: Sequence[Any]) -> TransGlobal:
-    # Upstream's columns options .. rollback_reason and next_cron_interval may be NULL.
-    return TransGlobal(
-        id=row[0],
-        gid=row[1],
-        trans_type=row[2],
-        status=row[3],
-        query_prepared=row[4] or "",
-        protocol=row[5] or "",
-        create_time=_time(row[6]),
-        update_time=_time(row[7]),
-        finish_time=_time(row[8]),
-        rollback_time=_time(row[9]),
-        options=row[10] or "",
-        custom_data=row[11] or "",
-        next_cron_interval=row[12] or 0,
-        next_cron_time=_time(row[13]),
-        owner=row[14] or "",
-        ext_data=row[15] or "",
-        result=row[16] or "",
-        rollback_reason=row[17] or "",
-    )
-
-
-def _branch(row: Sequence[Any]) -> TransBranch:
-    return TransBranch(
-        id=row[0],
-        gid=row[1],
-        url=row[2],
-        bin_data=bytes(row[3] or b""),
-        branch_id=row[4],
-        op=row[5],
-        status=row[6],
-        create_time=_time(row[7]),
-        update_time=_time(row[8]),
-        finish_time=_time(row[9]),
-        rollback_time=_time(row[10]),
-    )
-
-
-def _kv(row: Sequence[Any]) -> KV:
-    return KV(
-        id=row[0],
-        cat=row[1],
-        k=row[2],
-        v=row[3] or "",
-        version=1 if row[4] is None else row[4],
-        create_time=_time(row[5]),
-        update_time=_time(row[6]),
-    )
-
-
 def _branch_values(gid: str, branch: TransBranch) -> tuple[object, ...]:
     return (gid, branch.url, branch.bin_data, branch.branch_id, branch.op, branch.status)
 
@@ -225,16 +180,6 @@ def _stamp_branches(branches: Sequence[TransBranch], ids: list[int], now: dateti
         if branch_id:
             branch.id = branch_id
             branch.create_time = branch.update_time = now
-
-
-def _next_position(ids: list[int], limit: int) -> str:
-    """Upstream's paging: the last id returned, or "" once a page comes back short."""
-    return str(ids[-1]) if ids and len(ids) >= limit else ""
-
-
-def _position(position: str) -> int | None:
-    """The id a page starts below; ValueError for a position this store never gave out."""
-    return int(position) if position else None
 
 
 class _Session:
@@ -471,7 +416,7 @@ class MysqlStore(Store):
         [result] = await self._read(
             f"SELECT {_GLOBAL_COLUMNS} FROM trans_global WHERE gid = %s", (gid,)
         )
-        return _global(result.rows[0]) if result.rows else None
+        return global_from_row(result.rows[0], _time) if result.rows else None
 
     async def load(self, gid: str) -> tuple[TransGlobal | None, list[TransBranch]]:
         # One snapshot for both reads, so a write between them cannot tear the answer.
@@ -486,7 +431,7 @@ class MysqlStore(Store):
         found, branches = results[2].rows, results[3].rows
         if not found:
             return None, []
-        return _global(found[0]), [_branch(row) for row in branches]
+        return global_from_row(found[0], _time), [branch_from_row(row, _time) for row in branches]
 
     async def add_branches(
         self, gid: str, branches: Sequence[TransBranch], *, expect_status: str
@@ -583,7 +528,7 @@ class MysqlStore(Store):
                 f" WHERE id IN ({', '.join(['%s'] * len(ids))}); COMMIT",
                 (owner, *ids),
             )
-        taken = [_global(row) for row in rows]
+        taken = [global_from_row(row, _time) for row in rows]
         for trans in taken:
             trans.owner = owner
             trans.next_cron_time = _time(due)
@@ -640,7 +585,7 @@ class MysqlStore(Store):
         conditions: list[str] = []
         args: list[object] = []
         for condition, value in (
-            ("id < %s", _position(position)),
+            ("id < %s", parse_position(position)),
             ("status = %s", where.status),
             ("trans_type = %s", where.trans_type),
             ("create_time >= FROM_UNIXTIME(%s)", where.create_time_start),
@@ -654,8 +599,8 @@ class MysqlStore(Store):
             sql += " WHERE " + " AND ".join(conditions)
         args.append(limit)
         [result] = await self._read(f"{sql} ORDER BY id DESC LIMIT %s", args)
-        items = [_global(row) for row in result.rows]
-        return Page(items, _next_position([trans.id for trans in items], limit))
+        items = [global_from_row(row, _time) for row in result.rows]
+        return Page(items, next_position([trans.id for trans in items], limit))
 
     # --- key-value pairs ------------------------------------------------------------
 
@@ -672,10 +617,10 @@ class MysqlStore(Store):
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         [result] = await self._read(f"{sql} ORDER BY id", args or None)
-        return [_kv(row) for row in result.rows]
+        return [kv_from_row(row, _time) for row in result.rows]
 
     async def scan_kv(self, cat: str, *, position: str, limit: int) -> tuple[list[KV], str]:
-        before = _position(position)
+        before = parse_position(position)
         if before is None:
             sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = %s ORDER BY id DESC LIMIT %s"
             args: tuple[object, ...] = (cat, limit)
@@ -685,8 +630,8 @@ class MysqlStore(Store):
             )
             args = (cat, before, limit)
         [result] = await self._read(sql, args)
-        items = [_kv(row) for row in result.rows]
-        return items, _next_position([kv.id for kv in items], limit)
+        items = [kv_from_row(row, _time) for row in result.rows]
+        return items, next_position([kv.id for kv in items], limit)
 
     async def create_kv(self, cat: str, key: str, value: str) -> bool:
         async with self._session() as session:

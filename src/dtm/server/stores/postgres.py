@@ -37,6 +37,13 @@ from dtm.server.stores.base import (
     StoreUnavailable,
     pool_size,
 )
+from dtm.server.stores.rows import (
+    branch_from_row,
+    global_from_row,
+    kv_from_row,
+    next_position,
+    parse_position,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -212,58 +219,6 @@ _UPDATE_KV = (
 _DELETE_KV = "DELETE FROM kv WHERE cat = $1 AND k = $2"
 
 
-def _global(row: _Row) -> TransGlobal:
-    # NULLs occur in rows upstream or an operator wrote; the records hold "" and 0.
-    return TransGlobal(
-        id=row[0],
-        gid=row[1],
-        trans_type=row[2],
-        status=row[3],
-        query_prepared=row[4] or "",
-        protocol=row[5] or "",
-        create_time=row[6],
-        update_time=row[7],
-        finish_time=row[8],
-        rollback_time=row[9],
-        options=row[10] or "",
-        custom_data=row[11] or "",
-        next_cron_interval=row[12] or 0,
-        next_cron_time=row[13],
-        owner=row[14] or "",
-        ext_data=row[15] or "",
-        result=row[16] or "",
-        rollback_reason=row[17] or "",
-    )
-
-
-def _branch(row: _Row) -> TransBranch:
-    return TransBranch(
-        id=row[0],
-        gid=row[1],
-        url=row[2] or "",
-        bin_data=row[3] or b"",
-        branch_id=row[4],
-        op=row[5],
-        status=row[6],
-        create_time=row[7],
-        update_time=row[8],
-        finish_time=row[9],
-        rollback_time=row[10],
-    )
-
-
-def _kv(row: _Row) -> KV:
-    return KV(
-        id=row[0],
-        cat=row[1],
-        k=row[2],
-        v=row[3] or "",
-        version=row[4] or 0,
-        create_time=row[5],
-        update_time=row[6],
-    )
-
-
 def _branch_arrays(branches: Sequence[TransBranch]) -> tuple[list[Any], ...]:
     return (
         [branch.url for branch in branches],
@@ -301,16 +256,6 @@ def _connection_lost(exc: BaseException) -> bool:
 def _affected(status: str) -> int:
     """The row count of a command status such as "UPDATE 3" or "INSERT 0 1"."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _next_position(ids: list[int], limit: int) -> str:
-    """Upstream's paging: the last id returned, or "" once a page comes back short."""
-    return str(ids[-1]) if ids and len(ids) >= limit else ""
-
-
-def _position(position: str) -> int | None:
-    """The id a page starts below; ValueError for a position this store never gave out."""
-    return int(position) if position else None
 
 
 def _utc(moment: datetime) -> datetime:
@@ -492,14 +437,14 @@ class PostgresStore(Store):
 
     async def find(self, gid: str) -> TransGlobal | None:
         row = await self._fetchrow(_FIND, gid)
-        return None if row is None else _global(row)
+        return None if row is None else global_from_row(row)
 
     async def load(self, gid: str) -> tuple[TransGlobal | None, list[TransBranch]]:
         rows = await self._fetch(_LOAD, gid)
         if not rows:
             return None, []
-        branches = [_branch(row[_WIDTH:]) for row in rows if row[_WIDTH] is not None]
-        return _global(rows[0]), branches
+        branches = [branch_from_row(row[_WIDTH:]) for row in rows if row[_WIDTH] is not None]
+        return global_from_row(rows[0]), branches
 
     async def add_branches(
         self, gid: str, branches: Sequence[TransBranch], *, expect_status: str
@@ -547,7 +492,7 @@ class PostgresStore(Store):
 
     async def lock_due(self, *, owner: str, lease: float, limit: int) -> list[TransGlobal]:
         rows = await self._fetch(_LOCK_DUE, owner, float(lease), limit)
-        return [_global(row) for row in rows]
+        return [global_from_row(row) for row in rows]
 
     async def reset_cron_time(self, *, after: float, limit: int) -> tuple[int, bool]:
         count = await self._execute(_RESET_CRON_TIME, float(after), limit)
@@ -560,7 +505,7 @@ class PostgresStore(Store):
         conditions: list[str] = []
         values: list[object] = []
         for column, value in (
-            ("id <", _position(position)),
+            ("id <", parse_position(position)),
             ("status =", where.status),
             ("trans_type =", where.trans_type),
             ("create_time >=", where.create_time_start and _utc(where.create_time_start)),
@@ -574,8 +519,8 @@ class PostgresStore(Store):
             sql += " WHERE " + " AND ".join(conditions)
         values.append(limit)
         rows = await self._fetch(f"{sql} ORDER BY id DESC LIMIT ${len(values)}", *values)
-        items = [_global(row) for row in rows]
-        return Page(items, _next_position([trans.id for trans in items], limit))
+        items = [global_from_row(row) for row in rows]
+        return Page(items, next_position([trans.id for trans in items], limit))
 
     async def purge_finished(self, *, older_than: float, limit: int) -> int:
         """Delete up to `limit` finished (succeed or failed) transactions, with their branch
@@ -602,10 +547,10 @@ class PostgresStore(Store):
         sql = f"SELECT {_KV_COLUMNS} FROM kv"
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
-        return [_kv(row) for row in await self._fetch(f"{sql} ORDER BY id", *values)]
+        return [kv_from_row(row) for row in await self._fetch(f"{sql} ORDER BY id", *values)]
 
     async def scan_kv(self, cat: str, *, position: str, limit: int) -> tuple[list[KV], str]:
-        before = _position(position)
+        before = parse_position(position)
         if before is None:
             sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = $1 ORDER BY id DESC LIMIT $2"
             rows = await self._fetch(sql, cat, limit)
@@ -614,8 +559,8 @@ class PostgresStore(Store):
                 f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
             )
             rows = await self._fetch(sql, cat, before, limit)
-        items = [_kv(row) for row in rows]
-        return items, _next_position([kv.id for kv in items], limit)
+        items = [kv_from_row(row) for row in rows]
+        return items, next_position([kv.id for kv in items], limit)
 
     async def create_kv(self, cat: str, key: str, value: str) -> bool:
         return await self._execute(_CREATE_KV, cat, key, value) > 0

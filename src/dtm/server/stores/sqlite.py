@@ -12,11 +12,17 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from importlib import resources
-from typing import Any
 
 from dtm.protocol.consts import FAILED, SUCCEED, UNFINISHED
 from dtm.protocol.records import KV, TransBranch, TransGlobal
 from dtm.server.stores.base import Page, Progress, ScanFilter, Store
+from dtm.server.stores.rows import (
+    branch_from_row,
+    global_from_row,
+    kv_from_row,
+    next_position,
+    parse_position,
+)
 from dtm.server.stores.sqlite_worker import Tx, Worker, format_time, parse_time
 
 __all__ = ["SqliteStore"]
@@ -59,68 +65,12 @@ _FINISH_BRANCH = (
 )
 
 
-def _global(row: Any) -> TransGlobal:
-    return TransGlobal(
-        id=row[0],
-        gid=row[1],
-        trans_type=row[2],
-        status=row[3],
-        query_prepared=row[4],
-        protocol=row[5],
-        create_time=parse_time(row[6]),
-        update_time=parse_time(row[7]),
-        finish_time=parse_time(row[8]),
-        rollback_time=parse_time(row[9]),
-        options=row[10],
-        custom_data=row[11],
-        next_cron_interval=row[12],
-        next_cron_time=parse_time(row[13]),
-        owner=row[14],
-        ext_data=row[15],
-        result=row[16],
-        rollback_reason=row[17],
-    )
-
-
-def _branch(row: Any) -> TransBranch:
-    return TransBranch(
-        id=row[0],
-        gid=row[1],
-        url=row[2],
-        bin_data=row[3] or b"",
-        branch_id=row[4],
-        op=row[5],
-        status=row[6],
-        create_time=parse_time(row[7]),
-        update_time=parse_time(row[8]),
-        finish_time=parse_time(row[9]),
-        rollback_time=parse_time(row[10]),
-    )
-
-
-def _kv(row: Any) -> KV:
-    return KV(
-        id=row[0],
-        cat=row[1],
-        k=row[2],
-        v=row[3] or "",
-        version=row[4],
-        create_time=parse_time(row[5]),
-        update_time=parse_time(row[6]),
-    )
-
-
 def _stamp_branches(branches: Sequence[TransBranch], ids: list[int], now: datetime) -> None:
     """Give the caller's objects what the store wrote for them (skipping those not new)."""
     for branch, branch_id in zip(branches, ids, strict=True):
         if branch_id:
             branch.id = branch_id
             branch.create_time = branch.update_time = now
-
-
-def _next_position(ids: list[int], limit: int) -> str:
-    """Upstream's paging: the last id returned, or "" once a page comes back short."""
-    return str(ids[-1]) if ids and len(ids) >= limit else ""
 
 
 # --- jobs: each runs on a worker thread, inside its batch's transaction ---------------
@@ -255,7 +205,7 @@ def _lock_due(tx: Tx, owner: str, lease: float, limit: int) -> list[TransGlobal]
         "UPDATE trans_global SET owner = ?, next_cron_time = ?, update_time = ? WHERE id = ?",
         [(owner, until_text, tx.stamp, row[0]) for row in rows],
     )
-    taken = [_global(row) for row in rows]
+    taken = [global_from_row(row, parse_time) for row in rows]
     for trans in taken:
         trans.owner = owner
         trans.next_cron_time = until
@@ -300,7 +250,7 @@ def _find(tx: Tx, gid: str) -> TransGlobal | None:
     row = tx.cur.execute(
         f"SELECT {_GLOBAL_COLUMNS} FROM trans_global WHERE gid = ?", (gid,)
     ).fetchone()
-    return None if row is None else _global(row)
+    return None if row is None else global_from_row(row, parse_time)
 
 
 def _load(tx: Tx, gid: str) -> tuple[TransGlobal | None, list[TransBranch]]:
@@ -310,7 +260,7 @@ def _load(tx: Tx, gid: str) -> tuple[TransGlobal | None, list[TransBranch]]:
     rows = tx.cur.execute(
         f"SELECT {_BRANCH_COLUMNS} FROM trans_branch_op WHERE gid = ? ORDER BY id", (gid,)
     ).fetchall()
-    return trans, [_branch(row) for row in rows]
+    return trans, [branch_from_row(row, parse_time) for row in rows]
 
 
 def _scan(tx: Tx, before: int | None, limit: int, where: ScanFilter) -> list[TransGlobal]:
@@ -330,7 +280,7 @@ def _scan(tx: Tx, before: int | None, limit: int, where: ScanFilter) -> list[Tra
     if conditions:
         sql += " WHERE " + " AND ".join(conditions)
     rows = tx.cur.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*values, limit)).fetchall()
-    return [_global(row) for row in rows]
+    return [global_from_row(row, parse_time) for row in rows]
 
 
 def _find_kv(tx: Tx, cat: str, key: str) -> list[KV]:
@@ -345,7 +295,10 @@ def _find_kv(tx: Tx, cat: str, key: str) -> list[KV]:
     sql = f"SELECT {_KV_COLUMNS} FROM kv"
     if conditions:
         sql += " WHERE " + " AND ".join(conditions)
-    return [_kv(row) for row in tx.cur.execute(f"{sql} ORDER BY id", values).fetchall()]
+    return [
+        kv_from_row(row, parse_time)
+        for row in tx.cur.execute(f"{sql} ORDER BY id", values).fetchall()
+    ]
 
 
 def _scan_kv(tx: Tx, cat: str, before: int | None, limit: int) -> list[KV]:
@@ -355,7 +308,7 @@ def _scan_kv(tx: Tx, cat: str, before: int | None, limit: int) -> list[KV]:
     else:
         sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = ? AND id < ? ORDER BY id DESC LIMIT ?"
         rows = tx.cur.execute(sql, (cat, before, limit)).fetchall()
-    return [_kv(row) for row in rows]
+    return [kv_from_row(row, parse_time) for row in rows]
 
 
 def _create_kv(tx: Tx, cat: str, key: str, value: str) -> bool:
@@ -382,11 +335,6 @@ def _delete_kv(tx: Tx, cat: str, key: str) -> bool:
 
 def _ping(tx: Tx) -> None:
     tx.cur.execute("SELECT 1").fetchone()
-
-
-def _position(position: str) -> int | None:
-    """The id a page starts below; ValueError for a position this store never gave out."""
-    return int(position) if position else None
 
 
 class SqliteStore(Store):
@@ -512,15 +460,15 @@ class SqliteStore(Store):
         return await self._writer.submit(_purge_finished, older_than, limit)
 
     async def scan(self, *, position: str, limit: int, where: ScanFilter) -> Page:
-        items = await self._reader.submit(_scan, _position(position), limit, where)
-        return Page(items, _next_position([trans.id for trans in items], limit))
+        items = await self._reader.submit(_scan, parse_position(position), limit, where)
+        return Page(items, next_position([trans.id for trans in items], limit))
 
     async def find_kv(self, cat: str, key: str) -> list[KV]:
         return await self._reader.submit(_find_kv, cat, key)
 
     async def scan_kv(self, cat: str, *, position: str, limit: int) -> tuple[list[KV], str]:
-        items = await self._reader.submit(_scan_kv, cat, _position(position), limit)
-        return items, _next_position([kv.id for kv in items], limit)
+        items = await self._reader.submit(_scan_kv, cat, parse_position(position), limit)
+        return items, next_position([kv.id for kv in items], limit)
 
     async def create_kv(self, cat: str, key: str, value: str) -> bool:
         return await self._writer.submit(_create_kv, cat, key, value)
