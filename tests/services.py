@@ -391,3 +391,94 @@ def service_fixture(cls: type[S], *, scope: Any = "module") -> Callable[..., Ite
             service.close()
 
     return fixture
+
+
+class RedisClusterNodeService(Service):
+    """One master of a `RedisClusterService`: cluster mode, nothing persisted."""
+
+    name = "redis-cluster-node"
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--daemonize", "no",
+            "--dir", str(self.workdir),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.workdir / f"nodes-{self.port}.conf"),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "no",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+
+    def cluster_ok(self) -> bool:
+        """Does this node see every slot served?"""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(b"CLUSTER INFO\r\n")
+            reply = b""
+            while b"cluster_state:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            return b"cluster_state:ok" in reply
+
+
+class RedisClusterService:
+    """A Redis Cluster of `masters` private redis-server processes on loopback, without
+    replicas: `start()` returns once every node reports `cluster_state:ok`; `hosts` is
+    what `Store.Host` takes ("127.0.0.1:P1,127.0.0.1:P2,...")."""
+
+    def __init__(self, workdir: Path, *, masters: int = 3) -> None:
+        self.workdir = workdir
+        self.nodes = [
+            RedisClusterNodeService(self._node_dir(workdir, number)) for number in range(masters)
+        ]
+
+    @staticmethod
+    def _node_dir(workdir: Path, number: int) -> Path:
+        path = workdir / f"node-{number}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self, timeout: float = 60) -> RedisClusterService:
+        for node in self.nodes:
+            node.start()
+        create = [
+            "redis-cli",
+            "--cluster", "create",
+            *(f"127.0.0.1:{node.port}" for node in self.nodes),
+            "--cluster-replicas", "0",
+            "--cluster-yes",
+        ]  # fmt: skip
+        out = subprocess.run(
+            create,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        if out.returncode:
+            self.close()
+            raise ServiceError(f"redis-cli --cluster create failed: {out.stdout!r} {out.stderr!r}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if all(node.cluster_ok() for node in self.nodes):
+                    return self
+            time.sleep(0.1)
+        self.close()
+        raise ServiceError(f"the Redis Cluster did not reach cluster_state:ok in {timeout}s")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.kill()

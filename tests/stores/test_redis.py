@@ -385,11 +385,6 @@ async def test_a_server_that_does_not_answer_times_out(
         await store.close()
 
 
-def test_a_cluster_host_list_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="Cluster"):
-        RedisStore(factory_redis.config(tmp_path, Host="10.0.0.1,10.0.0.2"))
-
-
 async def test_two_stores_never_lock_the_same_transaction(tmp_path: Path) -> None:
     first = await open_store(tmp_path)
     second = await open_store(tmp_path)

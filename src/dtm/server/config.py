@@ -40,6 +40,7 @@ class StoreConfig:
     DataExpire: int = 604800
     FinishedDataExpire: int = 86400
     RedisPrefix: str = "{a}"
+    RedisBuckets: int = 1
     Synchronous: str = "FULL"
     AutoMigrate: bool = True
 
@@ -53,7 +54,11 @@ class Config:
     exponential back-off; upstream doubles without bound), `RetryJitter` (fraction of
     random spread added to each back-off), `LogFormat` (text or json),
     `PurgeInterval` (seconds between purges of finished transactions older than
-    `Store.FinishedDataExpire`, on every store; 0 retention keeps them forever).
+    `Store.FinishedDataExpire`, on every store; 0 retention keeps them forever),
+    `Store.RedisBuckets` (Redis: hash slots transactions are spread over, for a Redis
+    Cluster given as `Store.Host: "host1:port1,host2:port2"`; 1, the default, keeps every
+    key in the one slot of `RedisPrefix`, as upstream; never change it while transactions
+    are stored).
     """
 
     Store: StoreConfig = field(default_factory=StoreConfig)
@@ -170,6 +175,8 @@ def validate(conf: Config) -> None:
         raise ConfigError("MaxRetryInterval should not be less than RetryInterval")
     if conf.PurgeInterval <= 0:
         raise ConfigError("PurgeInterval should be positive")
+    if conf.Store.RedisBuckets < 1:
+        raise ConfigError("Store.RedisBuckets should be at least 1")
     if conf.Store.FinishedDataExpire < 0:
         raise ConfigError("Store.FinishedDataExpire should not be negative")
     if not 0 <= conf.RetryJitter <= 1:

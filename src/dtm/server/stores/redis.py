@@ -28,12 +28,37 @@ fixed-width RFC 3339 text in the JSON, exact until the year 2255.
 
 Durability is Redis's own: an acknowledged write survives a crash only with
 `appendonly yes` and `appendfsync always` on the server.
+
+Redis Cluster (`Store.Host` a list "host1:port1,host2:port2", or one host with
+`RedisBuckets` > 1): with N = `RedisBuckets` > 1 each gid hashes (CRC-32) into one of N
+buckets, and the keys of bucket k, its transactions with their own `_u`, `_all`, `_f` and
+`_ids`, take the prefix `{<prefix without braces>:k}` instead of `p`: one slot per bucket,
+so buckets spread over the cluster's nodes. Transaction ids still come from one counter,
+`{<prefix without braces>}_ids` field g (one HINCRBY before `create`), because `scan` and
+the contract order transactions newest first by id across buckets; branch ids come from
+the bucket's counter, striped (counter * N + k) so they stay unique. `lock_due` reads the
+earliest due entries of every bucket and lets each bucket's script take its share of the
+`limit` (oldest due first over all buckets); `reset_cron_time` and `purge_finished` go
+round the buckets from a starting bucket that turns with each call (random at first, so
+instances do not all start with the same one); `scan` reads a page of every bucket below
+the same position and merges them (the position stays the last id given out). KV pairs
+stay in bucket 0. With N = 1 (the default) keys are exactly those above, in the one slot
+of the prefix's hash tag, whether Redis is one server or a cluster; N must not change
+while transactions are stored.
+
+Scripts that read records named by an index entry (lock_due, scan, reset_cron_time,
+purge_finished, kv_find) build those keys from the bucket's prefix rather than declaring
+them, since the entries are only known inside the script: Redis Cluster refuses a key in
+a slot other than that of the declared keys (or of a node other than its own), and the
+hash tag puts every key of a bucket in its declared index's slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -42,6 +67,7 @@ from typing import Any, Final
 import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
@@ -61,6 +87,8 @@ MAX_BATCH: Final = 256
 # Seconds to connect, to wait for an answer, and to wait for a free pooled connection.
 CONNECT_TIMEOUT: Final = 5.0
 COMMAND_TIMEOUT: Final = 10.0
+# Rounds one `lock_due` over several buckets makes at most while others take what it saw.
+LOCK_ROUNDS: Final = 4
 # Index entries one `scan` call examines beyond `limit` before it returns a short page.
 SCAN_BUDGET: Final = 1000
 
@@ -70,6 +98,7 @@ _SCRIPTS: Final = (
     "load",
     "save_progress",
     "lock_due",
+    "due_head",
     "reset_cron_time",
     "reset_next_cron_time",
     "purge_finished",
@@ -166,6 +195,59 @@ def _position(position: str) -> str:
     return str(int(position)) if position else ""
 
 
+def _nodes(conf: StoreConfig) -> list[tuple[str, int]]:
+    """The hosts of `Store.Host`: one (with `Port`), or the `host:port` list of a cluster."""
+    if "," not in conf.Host:
+        return [(conf.Host or "127.0.0.1", conf.Port or 6379)]
+    nodes: list[tuple[str, int]] = []
+    for entry in conf.Host.split(","):
+        host, sep, port = entry.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(
+                f"Store.Host: a Redis Cluster is a list of host:port entries, got {entry!r}"
+            )
+        nodes.append((host, int(port)))
+    return nodes
+
+
+def _core(prefix: str) -> str:
+    """The prefix without braces, to put in hash tags of its own."""
+    return prefix.replace("{", "").replace("}", "")
+
+
+def _bucket_prefixes(prefix: str, buckets: int) -> list[str]:
+    """The key prefix of each bucket: the prefix itself for one bucket (today's keys), or
+    a hash tag of its own per bucket."""
+    if buckets == 1:
+        return [prefix]
+    core = _core(prefix)
+    return [f"{{{core}:{bucket}}}" for bucket in range(buckets)]
+
+
+class _Bucket:
+    """The keys of one bucket's indexes and counters (all in its one slot)."""
+
+    __slots__ = ("all", "counters", "finished", "number", "prefix", "unfinished")
+
+    def __init__(self, prefix: str, number: int) -> None:
+        self.prefix = prefix
+        self.number = number
+        self.unfinished = f"{prefix}_u"
+        self.all = f"{prefix}_all"
+        self.finished = f"{prefix}_f"
+        self.counters = f"{prefix}_ids"
+
+
+def _pairs(reply: Any) -> list[tuple[str, float]]:
+    """(member, score) of a ZRANGE ... WITHSCORES reply, flat or paired (clients differ)."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(member.decode(), float(score)) for member, score in reply]
+    return [
+        (member.decode(), float(score))
+        for member, score in zip(reply[::2], reply[1::2], strict=True)
+    ]
+
+
 def _next_position(ids: list[int], limit: int) -> str:
     """Upstream's paging: the last id returned, or "" once a page comes back short."""
     return str(ids[-1]) if ids and len(ids) >= limit else ""
@@ -219,7 +301,7 @@ class _AutoPipeline:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         lanes: int,
         reload_scripts: Callable[[], Awaitable[None]],
@@ -296,39 +378,52 @@ class _AutoPipeline:
 class RedisStore(Store):
     """A `Store` in Redis (>= 5), shared by any number of server processes.
 
-    `conf` gives Host, Port, User, Password, RedisPrefix, FinishedDataExpire (seconds a
-    finished transaction is kept; 0 keeps it until `purge_finished`) and MaxOpenConns
-    (capped at `MAX_PIPELINES`).
+    `conf` gives Host, Port, User, Password, RedisPrefix, RedisBuckets, FinishedDataExpire
+    (seconds a finished transaction is kept; 0 keeps it until `purge_finished`) and
+    MaxOpenConns (capped at `MAX_PIPELINES`). A Host listing several `host:port` entries
+    is a Redis Cluster.
 
     Calls of concurrent callers share pipelines (see `_AutoPipeline`); each call is still
     one script, atomic on its own.
     """
 
     def __init__(self, conf: StoreConfig) -> None:
-        if "," in conf.Host:
-            # Upstream takes a list of hosts as a Redis Cluster; keys here assume one slot
-            # set by the prefix's hash tag, and a cluster client is not written yet.
-            raise ValueError("Store.Host: Redis Cluster (a list of hosts) is not supported")
+        if conf.RedisBuckets < 1:
+            raise ValueError("Store.RedisBuckets should be at least 1")
+        self._nodes = _nodes(conf)
         self._conf = conf
         self._prefix = conf.RedisPrefix
         self._ttl = max(conf.FinishedDataExpire, 0)
-        self._client: aioredis.Redis | None = None
+        self._client: aioredis.Redis | RedisCluster | None = None
         self._pipeline: _AutoPipeline | None = None
         self._scripts = {name: _lua(name) for name in _SCRIPTS}
         self._shas = {
             name: hashlib.sha1(text.encode()).hexdigest() for name, text in self._scripts.items()
         }
-        p = self._prefix
-        self._unfinished = f"{p}_u"
-        self._all = f"{p}_all"
-        self._finished = f"{p}_f"
-        self._counters = f"{p}_ids"
-        self._categories = f"{p}_kvc"
+        self._buckets = [
+            _Bucket(prefix, number)
+            for number, prefix in enumerate(_bucket_prefixes(self._prefix, conf.RedisBuckets))
+        ]
+        # Where the cron's next round over the buckets starts: spread over instances, and
+        # turned by each round, so that no bucket is always served first.
+        self._turn = random.randrange(len(self._buckets))
+        # With several buckets, ids of transactions come from one counter, outside them:
+        # `scan` merges the buckets newest first by id, as one sequence orders them.
+        self._sequence = f"{{{_core(self._prefix)}}}_ids" if len(self._buckets) > 1 else ""
+        # KV pairs live in bucket 0 (the prefix itself with one bucket).
+        self._kv_prefix = self._buckets[0].prefix
+        self._kv_counters = self._buckets[0].counters
+        self._categories = f"{self._kv_prefix}_kvc"
 
     @property
     def prefix(self) -> str:
         """The prefix of every key this store uses."""
         return self._prefix
+
+    @property
+    def key_prefixes(self) -> list[str]:
+        """The prefix of each bucket's keys (the prefix itself with one bucket)."""
+        return [bucket.prefix for bucket in self._buckets]
 
     @property
     def client_name(self) -> str:
@@ -340,9 +435,13 @@ class RedisStore(Store):
     async def open(self) -> None:
         conf = self._conf
         lanes = max(1, min(conf.MaxOpenConns, MAX_PIPELINES))
+        if len(self._nodes) > 1:
+            await self._open_cluster(lanes)
+            return
+        host, port = self._nodes[0]
         pool = aioredis.BlockingConnectionPool(
-            host=conf.Host or "127.0.0.1",
-            port=conf.Port or 6379,
+            host=host,
+            port=port,
             username=conf.User or None,
             password=conf.Password or None,
             client_name=self.client_name,
@@ -375,7 +474,41 @@ class RedisStore(Store):
             client, lanes=lanes, reload_scripts=lambda: self._load_scripts(client)
         )
 
-    async def _load_scripts(self, client: aioredis.Redis) -> None:
+    async def _open_cluster(self, lanes: int) -> None:
+        conf = self._conf
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in self._nodes],
+            username=conf.User or None,
+            password=conf.Password or None,
+            client_name=self.client_name,
+            # Per node. The cluster client refuses, rather than waits, past it; each lane
+            # holds one connection per node at most, scripts are loaded between pipelines.
+            max_connections=lanes + 1,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            # No retries, as for one server (a lost answer may hide an applied write);
+            # MOVED and ASK redirections are still followed.
+            retry=Retry(NoBackoff(), 0),
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        )
+        try:
+            await client.initialize()
+            await client.ping()
+            # SCRIPT LOAD goes to every primary; a node that restarts, or a primary a
+            # failover makes, answers NOSCRIPT and gets them again (see `_AutoPipeline`).
+            await self._load_scripts(client)
+        except BaseException as exc:
+            await client.aclose()
+            error = _unavailable(exc)
+            if error is exc and not isinstance(exc, rexc.RedisClusterException):
+                raise
+            raise StoreUnavailable(f"redis cluster at {conf.Host}: {exc}") from exc
+        self._client = client
+        self._pipeline = _AutoPipeline(
+            client, lanes=lanes, reload_scripts=lambda: self._load_scripts(client)
+        )
+
+    async def _load_scripts(self, client: aioredis.Redis | RedisCluster) -> None:
         for name, text in self._scripts.items():
             sha = await client.script_load(text)
             if sha != self._shas[name]:
@@ -401,21 +534,48 @@ class RedisStore(Store):
         return await self._call("EVALSHA", self._shas[name], len(keys), *keys, *args)
 
     async def ping(self) -> None:
+        if isinstance(self._client, RedisCluster):
+            # PING has no key: the cluster client sends it to every node, outside pipelines.
+            try:
+                await self._client.ping()
+            except Exception as exc:
+                error = _unavailable(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            return
         await self._call("PING")
 
     # --- keys ------------------------------------------------------------------------
 
+    def _bucket(self, gid: str) -> _Bucket:
+        buckets = self._buckets
+        if len(buckets) == 1:
+            return buckets[0]
+        return buckets[zlib.crc32(gid.encode()) % len(buckets)]
+
     def _g(self, gid: str) -> str:
-        return f"{self._prefix}_g_{gid}"
+        return f"{self._bucket(gid).prefix}_g_{gid}"
 
     def _b(self, gid: str) -> str:
-        return f"{self._prefix}_b_{gid}"
+        return f"{self._bucket(gid).prefix}_b_{gid}"
+
+    def _stripe(self, bucket: _Bucket) -> tuple[int, int]:
+        """(stride, offset) of the bucket's ids."""
+        return len(self._buckets), bucket.number
+
+    def _round(self) -> list[_Bucket]:
+        """Every bucket once, from the turn's one on."""
+        buckets = self._buckets
+        start = self._turn
+        self._turn = (start + 1) % len(buckets)
+        return buckets[start:] + buckets[:start]
 
     def _kv(self, cat: str) -> str:
-        return f"{self._prefix}_kv_{cat}"
+        return f"{self._kv_prefix}_kv_{cat}"
 
     def _kvi(self, cat: str) -> str:
-        return f"{self._prefix}_kvi_{cat}"
+        return f"{self._kv_prefix}_kvi_{cat}"
 
     # --- global transactions -----------------------------------------------------------
 
@@ -433,15 +593,19 @@ class RedisStore(Store):
             rollback_time=None,
             next_cron_time=None,
         )
+        bucket = self._bucket(gid)
+        trans_id = ""
+        if self._sequence:
+            trans_id = str(await self._call("HINCRBY", self._sequence, "g", 1))
         reply = await self._run(
             "create",
             (
                 self._g(gid),
                 self._b(gid),
-                self._unfinished,
-                self._all,
-                self._finished,
-                self._counters,
+                bucket.unfinished,
+                bucket.all,
+                bucket.finished,
+                bucket.counters,
             ),
             (
                 gid,
@@ -449,6 +613,8 @@ class RedisStore(Store):
                 "1" if trans.status in FINISHED else "0",
                 self._ttl,
                 _encode(body),
+                *self._stripe(bucket),
+                trans_id,
                 *_branch_args(gid, branches),
             ),
         )
@@ -477,10 +643,11 @@ class RedisStore(Store):
     async def add_branches(
         self, gid: str, branches: Sequence[TransBranch], *, expect_status: str
     ) -> bool:
+        bucket = self._bucket(gid)
         reply = await self._run(
             "add_branches",
-            (self._g(gid), self._b(gid), self._counters),
-            (expect_status, *_branch_args(gid, branches)),
+            (self._g(gid), self._b(gid), bucket.counters),
+            (expect_status, *self._stripe(bucket), *_branch_args(gid, branches)),
         )
         if reply is None:
             return False
@@ -506,9 +673,10 @@ class RedisStore(Store):
             updates.append(_field(update.branch_id, update.op))
             updates.append(update.status)
         delay = progress.next_cron_delay
+        bucket = self._bucket(gid)
         saved = await self._run(
             "save_progress",
-            (self._g(gid), self._b(gid), self._unfinished, self._finished),
+            (self._g(gid), self._b(gid), bucket.unfinished, bucket.finished),
             (
                 gid,
                 expect_status,
@@ -525,23 +693,80 @@ class RedisStore(Store):
     async def lock_due(self, *, owner: str, lease: float, limit: int) -> list[TransGlobal]:
         if limit <= 0:
             return []
-        taken = await self._run(
-            "lock_due", (self._unfinished,), (self._prefix, owner, _micros(lease), limit)
+        if len(self._buckets) == 1:
+            bucket = self._buckets[0]
+            got = await self._run(
+                "lock_due", (bucket.unfinished,), (bucket.prefix, owner, _micros(lease), limit)
+            )
+            return [_decode_global(raw) for raw in got]
+        taken: list[TransGlobal] = []
+        for _ in range(LOCK_ROUNDS):
+            got = await self._lock_due_round(owner=owner, lease=lease, limit=limit - len(taken))
+            if got is None:
+                break
+            taken.extend(got)
+            if len(taken) >= limit:
+                break
+        return taken
+
+    async def _lock_due_round(
+        self, *, owner: str, lease: float, limit: int
+    ) -> list[TransGlobal] | None:
+        """One `lock_due` over several buckets, oldest due first; None when none is due.
+
+        The `limit` earliest due entries of all due indexes say how many each bucket's
+        script may take; each script takes its bucket's earliest due entries when it runs,
+        atomically, so concurrent callers never share one, and one that loses a race (gets
+        fewer) goes round again.
+        """
+        heads = await asyncio.gather(
+            *(self._run("due_head", (bucket.unfinished,), (limit,)) for bucket in self._buckets)
         )
-        return [_decode_global(raw) for raw in taken]
+        pairs = [_pairs(head) for head in heads]
+        entries = sorted(
+            (score, bucket.number)
+            for bucket, head in zip(self._buckets, pairs, strict=True)
+            for _, score in head
+        )
+        if not entries:
+            return None
+        shares: dict[int, int] = {}
+        for _, number in entries[:limit]:
+            shares[number] = shares.get(number, 0) + 1
+        got = await asyncio.gather(
+            *(
+                self._run(
+                    "lock_due",
+                    (self._buckets[number].unfinished,),
+                    (self._buckets[number].prefix, owner, _micros(lease), share),
+                )
+                for number, share in shares.items()
+            )
+        )
+        due = {gid: score for head in pairs for gid, score in head}
+        taken = [_decode_global(raw) for part in got for raw in part]
+        taken.sort(key=lambda trans: due.get(trans.gid, float("inf")))
+        return taken
 
     async def reset_cron_time(self, *, after: float, limit: int) -> tuple[int, bool]:
         if limit <= 0:
             return 0, False
-        count = int(
-            await self._run(
-                "reset_cron_time", (self._unfinished,), (self._prefix, _micros(after), limit)
+        count = 0
+        for bucket in self._round():
+            count += int(
+                await self._run(
+                    "reset_cron_time",
+                    (bucket.unfinished,),
+                    (bucket.prefix, _micros(after), limit - count),
+                )
             )
-        )
+            if count >= limit:
+                break
         return count, count == limit
 
     async def reset_next_cron_time(self, gid: str) -> bool:
-        reset = await self._run("reset_next_cron_time", (self._unfinished,), (self._prefix, gid))
+        bucket = self._bucket(gid)
+        reset = await self._run("reset_next_cron_time", (bucket.unfinished,), (bucket.prefix, gid))
         return bool(reset)
 
     async def purge_finished(self, *, older_than: float, limit: int) -> int:
@@ -553,12 +778,18 @@ class RedisStore(Store):
         """
         if limit <= 0:
             return 0
-        count = await self._run(
-            "purge_finished",
-            (self._finished, self._all),
-            (self._prefix, _micros(older_than), limit),
-        )
-        return int(count)
+        count = 0
+        for bucket in self._round():
+            count += int(
+                await self._run(
+                    "purge_finished",
+                    (bucket.finished, bucket.all),
+                    (bucket.prefix, _micros(older_than), limit - count),
+                )
+            )
+            if count >= limit:
+                break
+        return count
 
     async def scan(self, *, position: str, limit: int, where: ScanFilter) -> Page:
         """Newest first by id; `next_position` is the id to continue below.
@@ -566,14 +797,22 @@ class RedisStore(Store):
         With filters a page may hold fewer than `limit` items before the end (at most
         `limit + SCAN_BUDGET` entries are examined per call); only "" means the end.
         """
+        if len(self._buckets) > 1:
+            return await self._scan_buckets(position=position, limit=limit, where=where)
         start = _position(position)
         if limit <= 0:
             return Page()
-        items, next_position = await self._run(
+        items, next_position = await self._scan_bucket(self._buckets[0], start, limit, where)
+        return Page([_decode_global(raw) for raw in items], next_position.decode())
+
+    async def _scan_bucket(
+        self, bucket: _Bucket, start: str, limit: int, where: ScanFilter
+    ) -> tuple[list[bytes], bytes]:
+        reply: tuple[list[bytes], bytes] = await self._run(
             "scan",
-            (self._all,),
+            (bucket.all,),
             (
-                self._prefix,
+                bucket.prefix,
                 start,
                 limit,
                 limit + SCAN_BUDGET,
@@ -583,12 +822,39 @@ class RedisStore(Store):
                 "" if where.create_time_end is None else _iso(where.create_time_end),
             ),
         )
-        return Page([_decode_global(raw) for raw in items], next_position.decode())
+        return reply
+
+    async def _scan_buckets(self, *, position: str, limit: int, where: ScanFilter) -> Page:
+        """`scan` over several buckets: a page of each from the same position, merged
+        newest first (ids come from one sequence, see `_sequence`).
+
+        A bucket's page may stop short of `limit` (its budget) at an id above entries it
+        has not examined, so only items above the highest such stop are given out; the
+        next position is, as with one bucket, the last id given out when the page is full,
+        else that stop ("" when every bucket reached its end).
+        """
+        start = _position(position)
+        if limit <= 0:
+            return Page()
+        pages = await asyncio.gather(
+            *(self._scan_bucket(bucket, start, limit, where) for bucket in self._buckets)
+        )
+        stop = -1
+        found: list[TransGlobal] = []
+        for items, reached in pages:
+            if reached:
+                stop = max(stop, int(reached))
+            found.extend(_decode_global(raw) for raw in items)
+        found.sort(key=lambda trans: trans.id, reverse=True)
+        given = [trans for trans in found if trans.id >= stop][:limit]
+        if len(given) == limit:
+            return Page(given, str(given[-1].id))
+        return Page(given, "" if stop == -1 else str(stop))
 
     # --- key-value pairs ---------------------------------------------------------------
 
     async def find_kv(self, cat: str, key: str) -> list[KV]:
-        found = await self._run("kv_find", (self._categories,), (self._prefix, cat, key))
+        found = await self._run("kv_find", (self._categories,), (self._kv_prefix, cat, key))
         return sorted((_decode_kv(raw) for raw in found), key=lambda kv: kv.id)
 
     async def scan_kv(self, cat: str, *, position: str, limit: int) -> tuple[list[KV], str]:
@@ -602,7 +868,7 @@ class RedisStore(Store):
     async def create_kv(self, cat: str, key: str, value: str) -> bool:
         created = await self._run(
             "kv_create",
-            (self._kv(cat), self._kvi(cat), self._categories, self._counters),
+            (self._kv(cat), self._kvi(cat), self._categories, self._kv_counters),
             (cat, key, value),
         )
         return bool(created)

@@ -46,14 +46,15 @@ end
 -- Stores branch operations given as (field, JSON) pairs in ARGV from `first` on, into the
 -- hash `key`; fields present already are left alone. The JSON comes without id and times
 -- (the caller encodes it so), and they are put in front of its other members here.
--- Returns the new ids in order, 0 for each operation left alone.
-local function add_branch_ops(key, counters, first, stamp)
+-- Ids are the counter's value times `stride` plus `offset` (the bucket's stripe: unique
+-- over buckets; 1 and 0 with one bucket). Returns the new ids in order, 0 for each operation left alone.
+local function add_branch_ops(key, counters, first, stamp, stride, offset)
   local ids = {}
   for i = first, #ARGV, 2 do
     local id = 0
     if redis.call('HEXISTS', key, ARGV[i]) == 0 then
-      id = redis.call('HINCRBY', counters, 'b', 1)
-      redis.call('HSET', key, ARGV[i], '{"id":' .. id .. ',"create_time":"' .. stamp ..
+      id = redis.call('HINCRBY', counters, 'b', 1) * stride + offset
+      redis.call('HSET', key, ARGV[i], '{"id":' .. digits(id) .. ',"create_time":"' .. stamp ..
         '","update_time":"' .. stamp .. '",' .. string.sub(ARGV[i + 1], 2))
     end
     ids[#ids + 1] = id
