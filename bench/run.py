@@ -1,27 +1,42 @@
 """Load benchmark of the DTM server: 2-step sagas, wait_result on, driven by wrk.
 
-Measures global transactions per second, p50/p99 latency and the server's CPU time per
-transaction for each mode x client count:
+Measures global transactions per second, p50/p99 latency and CPU time per transaction for
+each store x server count x mode x client count:
 
-- ``empty``: both steps have empty URLs, so the server does no branch calls (upstream's
-  ``benchEmptyUrl``): the cost of the transaction machinery and the store alone;
-- ``stub``: both steps call a business stub (bench/stub.py) that answers SUCCESS at once.
+- stores: ``sqlite`` (a file in a temporary directory), ``mysql`` (database ``dtm_bench`` on
+  the MariaDB at 127.0.0.1:3306, user root), ``postgres`` (schema ``dtm_bench`` of database
+  ``test`` at 127.0.0.1:5432, user postgres), ``redis`` (keys prefixed ``{dtm_bench}`` on
+  127.0.0.1:6379). Every run starts its servers on an empty store: the file, database,
+  schema or keys are dropped first (and at the end); the server creates its tables at start.
+- servers: 1 or 2 ``dtm serve`` processes on their own ports sharing the store (two SQLite
+  processes share one WAL file). With 2, two wrk processes run at once, each with half the
+  connections against one server; tx/s and errors are summed, p50 and p99 are the worse of
+  the two, server CPU is both processes' together.
+- modes: ``empty``: both steps have empty URLs, so the server does no branch calls
+  (upstream's ``benchEmptyUrl``): the transaction machinery and the store alone; ``stub``:
+  both steps call a business stub (bench/stub.py) that answers SUCCESS at once.
 
-Everything runs on loopback: a fresh SQLite store in a temporary directory, the server on a free
-port below 32768 (outside the kernel's range for outgoing ports), the stub on another. Server CPU
-comes from /proc (utime + stime of the server and its child processes) and is the figure to
-compare between runs on this 2-core machine: wrk, the stub and the server share the cores, so
-tx/s moves with whatever else runs. Everything started here is stopped on exit.
+Everything runs on loopback, servers on free ports below 32768 (outside the kernel's range
+for outgoing ports). CPU comes from /proc (utime + stime of a process and its children): the
+DTM servers', the stub's, and the store server's (the process listening on the store's port
+and its children, e.g. PostgreSQL's backends; it counts whatever else uses that instance).
+CPU per transaction is the figure to compare between runs on a 2-core machine: wrk, the
+stub, the store and the servers share the cores, so tx/s moves with whatever else runs.
+Everything started here is stopped on exit.
 
 Run through bench/run.sh, which installs wrk and the server's dependencies first:
 
-    bash bench/run.sh [--duration 10] [--clients 16,64] [--modes empty,stub] [--json out.json]
+    bash bench/run.sh [--stores sqlite,mysql,postgres,redis] [--servers 1,2]
+        [--duration 10] [--warmup 2] [--clients 16,64] [--modes empty,stub] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import functools
+import itertools
 import json
 import os
 import re
@@ -34,10 +49,12 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
+
+import yaml
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "saga.lua"
@@ -47,11 +64,21 @@ HOST = "127.0.0.1"
 RESULT_LINE = re.compile(r"^RESULT (.*)$", re.MULTILINE)
 FIRST_BAD_LINE = re.compile(r"^FIRST_BAD (.*)$", re.MULTILINE)
 
+# The database, schema and key prefix the benchmark owns: dropped before every run.
+BENCH_NAME = "dtm_bench"
+REDIS_PREFIX = "{" + BENCH_NAME + "}"
+MYSQL_PORT, POSTGRES_PORT, REDIS_PORT = 3306, 5432, 6379
+STORE_PORTS = {"mysql": MYSQL_PORT, "postgres": POSTGRES_PORT, "redis": REDIS_PORT}
+STORES = ("sqlite", "mysql", "postgres", "redis")
+SQLITE_FILE = "dtm.sqlite3"
+
 
 @dataclass(frozen=True)
 class RunResult:
-    """One wrk run against the server."""
+    """One measured run: every wrk process against every server of one set-up, combined."""
 
+    store: str
+    servers: int
     mode: str
     clients: int
     seconds: float
@@ -64,6 +91,7 @@ class RunResult:
     p99_ms: float
     server_cpu_s: float
     stub_cpu_s: float | None
+    store_cpu_s: float | None
     first_bad: str | None
 
     @property
@@ -93,23 +121,28 @@ class Children:
         self.procs.append(proc)
         return proc
 
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
+    def stop(self, procs: Iterable[subprocess.Popen[bytes]]) -> None:
+        """SIGTERM to each group, then SIGKILL to those still there after 10 s."""
+        procs = list(procs)
+        for proc in reversed(procs):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        for proc in reversed(self.procs):
+        for proc in reversed(procs):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
-        self.procs.clear()
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        self.stop(list(self.procs))
 
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants (uvicorn workers, say)."""
+    """``pid`` and its live descendants (uvicorn workers, PostgreSQL backends, say)."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -128,10 +161,11 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its live descendants, from /proc/PID/stat."""
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time of ``pids`` and their live descendants, from /proc/PID/stat."""
+    members = {member for pid in pids for member in process_tree(pid)}
     ticks = 0
-    for member in process_tree(pid):
+    for member in members:
         try:
             stat = Path(f"/proc/{member}/stat").read_text()
         except OSError:
@@ -142,12 +176,39 @@ def cpu_seconds(pid: int) -> float:
     return ticks / CLK_TCK
 
 
+def listener_pids(port: int) -> list[int]:
+    """Processes holding a socket that listens on TCP ``port`` (empty if /proc hides them)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN.
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{cols[9]}]")
+    holders = []
+    for entry in Path("/proc").iterdir() if inodes else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                holders.append(int(entry.name))
+        except OSError:
+            continue
+    return holders
+
+
 def free_port(start: int, *, avoid: Collection[int] = ()) -> int:
     """The first port from ``start`` up that a loopback listener can bind."""
     for port in range(start, 32768):
         if port in avoid:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the server binds: a port whose old connections linger in TIME_WAIT is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((HOST, port))
             except OSError:
@@ -166,7 +227,7 @@ def wait_until(
             break
         if check():
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
     tail = log.read_text(errors="replace")[-3000:]
     state = (
         f"exited with {proc.returncode}" if proc.poll() is not None else "did not answer in 30 s"
@@ -190,10 +251,91 @@ def accepts(port: int) -> bool:
     return True
 
 
+# --- stores -------------------------------------------------------------------------------------
+
+
+def store_section(store: str, tmp: Path) -> dict[str, object]:
+    """The ``Store`` section of the servers' YAML config (upstream's keys)."""
+    if store == "sqlite":
+        return {"Driver": "sqlite", "Path": str(tmp / SQLITE_FILE)}
+    if store == "mysql":
+        return {
+            "Driver": "mysql",
+            "Host": HOST,
+            "Port": MYSQL_PORT,
+            "User": "root",
+            "Password": "",
+            "Db": BENCH_NAME,
+        }
+    if store == "postgres":
+        return {
+            "Driver": "postgres",
+            "Host": HOST,
+            "Port": POSTGRES_PORT,
+            "User": "postgres",
+            "Db": "test",
+            "Schema": BENCH_NAME,
+        }
+    return {"Driver": "redis", "Host": HOST, "Port": REDIS_PORT, "RedisPrefix": REDIS_PREFIX}
+
+
+async def _drop_mysql() -> None:
+    import asyncmy
+
+    conn = await asyncmy.connect(host=HOST, port=MYSQL_PORT, user="root", password="")
+    try:
+        async with conn.cursor() as cur:
+            # Without this, the note "database doesn't exist" is logged as a warning.
+            await cur.execute("SET sql_notes = 0")
+            await cur.execute(f"DROP DATABASE IF EXISTS `{BENCH_NAME}`")
+    finally:
+        conn.close()
+
+
+async def _drop_postgres() -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(host=HOST, port=POSTGRES_PORT, user="postgres", database="test")
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {BENCH_NAME} CASCADE")
+    finally:
+        await conn.close()
+
+
+async def _drop_redis() -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis(host=HOST, port=REDIS_PORT)
+    try:
+        # SCAN, not KEYS: the instance may serve others while this runs.
+        cursor = 0
+        while True:
+            cursor, keys = await client.scan(cursor, match=REDIS_PREFIX + "*", count=1000)
+            if keys:
+                await client.delete(*keys)
+            if cursor == 0:
+                break
+    finally:
+        await client.aclose()
+
+
+def empty_store(store: str, tmp: Path) -> None:
+    """Drop everything the benchmark stored; the next server start recreates the tables."""
+    if store == "sqlite":
+        for suffix in ("", "-wal", "-shm"):
+            (tmp / (SQLITE_FILE + suffix)).unlink(missing_ok=True)
+        return
+    drop = {"mysql": _drop_mysql, "postgres": _drop_postgres, "redis": _drop_redis}[store]
+    try:
+        asyncio.run(drop())
+    except OSError as exc:
+        raise SystemExit(f"bench: cannot empty the {store} store at {HOST}: {exc}") from None
+
+
 # --- wrk ----------------------------------------------------------------------------------------
 
 
-def run_wrk(
+def wrk_argv(
     *,
     wrk: str,
     server_port: int,
@@ -202,9 +344,8 @@ def run_wrk(
     seconds: float,
     gid_prefix: str,
     branch_url: str,
-) -> dict[str, str]:
-    """One wrk run; returns the RESULT line's fields (and FIRST_BAD if any)."""
-    argv = [
+) -> list[str]:
+    return [
         wrk,
         f"-t{min(threads, clients)}",
         f"-c{clients}",
@@ -219,20 +360,46 @@ def run_wrk(
         gid_prefix,
         branch_url,
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    match = RESULT_LINE.search(done.stdout)
-    if done.returncode != 0 or match is None:
-        raise SystemExit(
-            f"bench: wrk failed ({done.returncode}): {shlex.join(argv)}\n{done.stdout}{done.stderr}"
-        )
-    fields = dict(item.split("=", 1) for item in match.group(1).split())
-    bad = FIRST_BAD_LINE.search(done.stdout)
-    if bad:
-        fields["first_bad"] = bad.group(1)
-    return fields
+
+
+def run_wrks(argvs: list[list[str]], *, seconds: float) -> list[dict[str, str]]:
+    """Runs the wrk processes at once; returns each one's RESULT fields (and FIRST_BAD if any)."""
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv in argvs
+    ]
+    try:
+        outputs = [proc.communicate(timeout=seconds + 60) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    results = []
+    for argv, proc, (stdout, stderr) in zip(argvs, procs, outputs, strict=True):
+        match = RESULT_LINE.search(stdout)
+        if proc.returncode != 0 or match is None:
+            raise SystemExit(
+                f"bench: wrk failed ({proc.returncode}): {shlex.join(argv)}\n{stdout}{stderr}"
+            )
+        fields = dict(item.split("=", 1) for item in match.group(1).split())
+        bad = FIRST_BAD_LINE.search(stdout)
+        if bad:
+            fields["first_bad"] = bad.group(1)
+        results.append(fields)
+    return results
+
+
+def split(clients: int, parts: int) -> list[int]:
+    """``clients`` connections shared out over ``parts`` wrk processes, as evenly as possible."""
+    return [clients // parts + (1 if i < clients % parts else 0) for i in range(parts)]
 
 
 # --- main ---------------------------------------------------------------------------------------
+
+
+def names(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def parse_args() -> argparse.Namespace:
@@ -243,9 +410,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before each")
     parser.add_argument("--clients", default="16,64", help="concurrent connections (16,64)")
     parser.add_argument("--modes", default="empty,stub", help="empty and/or stub (empty,stub)")
+    parser.add_argument(
+        "--stores", default="sqlite", help="any of sqlite,mysql,postgres,redis (sqlite)"
+    )
+    parser.add_argument(
+        "--servers", default="1", help="server processes sharing the store, e.g. 1,2 (1)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1: spare the CPU)")
-    parser.add_argument("--port", type=int, default=21789, help="first port tried for the server")
-    parser.add_argument("--stub-port", type=int, default=21790, help="first port for the stub")
+    parser.add_argument("--port", type=int, default=21789, help="first port tried for servers")
+    parser.add_argument("--stub-port", type=int, default=21780, help="first port for the stub")
     parser.add_argument(
         "--server-cmd",
         default=None,
@@ -255,20 +428,140 @@ def parse_args() -> argparse.Namespace:
         "--server-arg",
         action="append",
         default=[],
-        help="extra option for the server, repeatable (e.g. --server-arg=--log-level=debug)",
+        help="extra option for the servers, repeatable (e.g. --server-arg=--log-level=debug)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (store, logs)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp dir (logs, SQLite file) and store data"
+    )
     args = parser.parse_args()
-    args.clients = [int(c) for c in args.clients.split(",") if c]
-    args.modes = [m for m in args.modes.split(",") if m]
-    if not set(args.modes) <= {"empty", "stub"} or not args.modes or not args.clients:
-        parser.error("--modes takes empty and/or stub; --clients a list of numbers")
+    try:
+        args.clients = [int(c) for c in names(args.clients)]
+        args.servers = [int(s) for s in names(args.servers)]
+    except ValueError:
+        parser.error("--clients and --servers take lists of numbers, e.g. 16,64")
+    args.modes = names(args.modes)
+    args.stores = names(args.stores)
+    if not args.modes or not set(args.modes) <= {"empty", "stub"}:
+        parser.error("--modes takes empty and/or stub")
+    if not args.stores or not set(args.stores) <= set(STORES):
+        parser.error("--stores takes a list of " + ",".join(STORES))
+    if not args.clients or not args.servers or min(args.servers) < 1:
+        parser.error("--clients and --servers take lists of positive numbers")
+    if min(args.clients) < max(args.servers):
+        parser.error("every server needs at least one client connection")
     return args
 
 
 def on_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What stays the same for every run of one invocation."""
+
+    wrk: str
+    server_cmd: list[str]
+    server_args: list[str]
+    tmp: Path
+    first_port: int
+    threads: int
+    warmup: float
+    duration: float
+    run_id: str
+
+
+def start_servers(
+    setup: Setup, children: Children, *, count: int, config: Path, name: str, avoid: set[int]
+) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
+    """``count`` servers on free ports sharing ``config``'s store, each answering /api/ping.
+
+    One after another: two SQLite servers opening a new file at once can fail with "database
+    is locked" (switching the file to WAL does not wait for the other's lock).
+    """
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    for i in range(count):
+        port = free_port(setup.first_port, avoid={*avoid, *ports})
+        log = setup.tmp / f"server-{name}-{i + 1}.log"
+        argv = [*setup.server_cmd, "-c", str(config), "--host", HOST, "--http-port", str(port)]
+        procs.append(children.start([*argv, *setup.server_args], log=log))
+        ports.append(port)
+        wait_until(functools.partial(pings, port), procs[-1], log, f"DTM server {i + 1} ({name})")
+    return procs, ports
+
+
+def measure(
+    setup: Setup,
+    children: Children,
+    *,
+    store: str,
+    servers: int,
+    mode: str,
+    clients: int,
+    branch_url: str,
+    stub_pid: int | None,
+    store_pids: list[int],
+    avoid: set[int],
+) -> RunResult:
+    """One run on an empty store: start the servers, warm up, measure, stop the servers."""
+    name = f"{store}-{servers}-{mode}-{clients}"
+    empty_store(store, setup.tmp)
+    config = setup.tmp / f"{store}.yml"
+    config.write_text(yaml.safe_dump({"Store": store_section(store, setup.tmp)}))
+    procs, ports = start_servers(
+        setup, children, count=servers, config=config, name=name, avoid=avoid
+    )
+    try:
+
+        def argvs(seconds: float, prefix: str) -> list[list[str]]:
+            return [
+                wrk_argv(
+                    wrk=setup.wrk,
+                    server_port=port,
+                    clients=share,
+                    threads=setup.threads,
+                    seconds=seconds,
+                    gid_prefix=f"{setup.run_id}-{prefix}-{name}-s{i + 1}",
+                    branch_url=branch_url,
+                )
+                for i, (port, share) in enumerate(zip(ports, split(clients, servers), strict=True))
+            ]
+
+        if setup.warmup > 0:
+            run_wrks(argvs(setup.warmup, "w"), seconds=setup.warmup)
+        server_pids = [proc.pid for proc in procs]
+        server_cpu = cpu_seconds(server_pids)
+        stub_cpu = cpu_seconds([stub_pid]) if stub_pid is not None else 0.0
+        store_cpu = cpu_seconds(store_pids)
+        parts = run_wrks(argvs(setup.duration, "m"), seconds=setup.duration)
+        server_cpu = cpu_seconds(server_pids) - server_cpu
+        stub_cpu = cpu_seconds([stub_pid]) - stub_cpu if stub_pid is not None else 0.0
+        store_cpu = cpu_seconds(store_pids) - store_cpu
+        for i, proc in enumerate(procs):
+            if proc.poll() is not None:
+                raise SystemExit(f"bench: DTM server {i + 1} ({name}) exited: {proc.returncode}")
+    finally:
+        children.stop(procs)
+    return RunResult(
+        store=store,
+        servers=servers,
+        mode=mode,
+        clients=clients,
+        seconds=max(float(p["duration_s"]) for p in parts),
+        requests=sum(int(p["requests"]) for p in parts),
+        ok=sum(int(p["ok"]) for p in parts),
+        non200=sum(int(p["non200"]) for p in parts),
+        socket_errors=sum(int(p["socket_errors"]) for p in parts),
+        ok_per_s=sum(float(p["ok_rps"]) for p in parts),
+        p50_ms=max(float(p["p50_ms"]) for p in parts),
+        p99_ms=max(float(p["p99_ms"]) for p in parts),
+        server_cpu_s=server_cpu,
+        stub_cpu_s=stub_cpu if stub_pid is not None else None,
+        store_cpu_s=store_cpu if store_pids else None,
+        first_bad=next((p["first_bad"] for p in parts if "first_bad" in p), None),
+    )
 
 
 def main() -> None:
@@ -285,89 +578,67 @@ def main() -> None:
         server_cmd = [str(Path(sys.executable).with_name("dtm")), "serve"]
 
     tmp = Path(tempfile.mkdtemp(prefix="dtm-bench-"))
+    setup = Setup(
+        wrk=wrk,
+        server_cmd=server_cmd,
+        server_args=args.server_arg,
+        tmp=tmp,
+        first_port=args.port,
+        threads=args.threads,
+        warmup=args.warmup,
+        duration=args.duration,
+        run_id=f"b{int(time.time())}",
+    )
     children = Children()
     results: list[RunResult] = []
+    load_before = os.getloadavg()
     try:
-        server_port = free_port(args.port)
-        server_log = tmp / "server.log"
-        server = children.start(
-            [
-                *server_cmd,
-                "--host",
-                HOST,
-                "--http-port",
-                str(server_port),
-                "--store-path",
-                str(tmp / "dtm.sqlite3"),
-                *args.server_arg,
-            ],
-            log=server_log,
-        )
-        wait_until(lambda: pings(server_port), server, server_log, "the DTM server")
-        print(f"bench: server pid {server.pid} on {HOST}:{server_port}", file=sys.stderr)
-
-        stub: subprocess.Popen[bytes] | None = None
+        stub_pid: int | None = None
         stub_url = ""
+        avoid: set[int] = set()
         if "stub" in args.modes:
-            stub_port = free_port(args.stub_port, avoid={server_port})
+            stub_port = free_port(args.stub_port)
             stub_log = tmp / "stub.log"
             stub = children.start(
                 [sys.executable, str(STUB_SCRIPT), "--host", HOST, "--port", str(stub_port)],
                 log=stub_log,
             )
             wait_until(lambda: accepts(stub_port), stub, stub_log, "the stub")
+            stub_pid, avoid = stub.pid, {stub_port}
             stub_url = f"http://{HOST}:{stub_port}/api/busi/step"
             print(f"bench: stub pid {stub.pid} on {HOST}:{stub_port}", file=sys.stderr)
 
-        run_id = f"b{int(time.time())}"
-        for mode in args.modes:
-            url = stub_url if mode == "stub" else ""
-            for clients in args.clients:
-                common = {
-                    "wrk": wrk,
-                    "server_port": server_port,
-                    "clients": clients,
-                    "threads": args.threads,
-                    "branch_url": url,
-                }
-                if args.warmup > 0:
-                    run_wrk(
-                        **common, seconds=args.warmup, gid_prefix=f"{run_id}-w-{mode}-{clients}"
+        for store in args.stores:
+            store_pids = listener_pids(STORE_PORTS[store]) if store in STORE_PORTS else []
+            try:
+                for servers, mode, clients in itertools.product(
+                    args.servers, args.modes, args.clients
+                ):
+                    result = measure(
+                        setup,
+                        children,
+                        store=store,
+                        servers=servers,
+                        mode=mode,
+                        clients=clients,
+                        branch_url=stub_url if mode == "stub" else "",
+                        stub_pid=stub_pid if mode == "stub" else None,
+                        store_pids=store_pids,
+                        avoid=avoid,
                     )
-                server_cpu = cpu_seconds(server.pid)
-                stub_cpu = cpu_seconds(stub.pid) if stub and mode == "stub" else None
-                fields = run_wrk(
-                    **common, seconds=args.duration, gid_prefix=f"{run_id}-{mode}-{clients}"
-                )
-                result = RunResult(
-                    mode=mode,
-                    clients=clients,
-                    seconds=float(fields["duration_s"]),
-                    requests=int(fields["requests"]),
-                    ok=int(fields["ok"]),
-                    non200=int(fields["non200"]),
-                    socket_errors=int(fields["socket_errors"]),
-                    ok_per_s=float(fields["ok_rps"]),
-                    p50_ms=float(fields["p50_ms"]),
-                    p99_ms=float(fields["p99_ms"]),
-                    server_cpu_s=cpu_seconds(server.pid) - server_cpu,
-                    stub_cpu_s=(
-                        cpu_seconds(stub.pid) - stub_cpu
-                        if stub is not None and stub_cpu is not None
-                        else None
-                    ),
-                    first_bad=fields.get("first_bad"),
-                )
-                results.append(result)
-                print(
-                    f"bench: {mode} x{clients}: {result.ok_per_s:,.0f} tx/s, "
-                    f"{result.errors} errors",
-                    file=sys.stderr,
-                )
-                if result.first_bad:
-                    print(f"bench:   first bad answer: {result.first_bad}", file=sys.stderr)
-            if server.poll() is not None:
-                raise SystemExit(f"bench: the server exited with {server.returncode}")
+                    results.append(result)
+                    print(
+                        f"bench: {store} x{servers} {mode} x{clients}: "
+                        f"{result.ok_per_s:,.0f} tx/s, {result.errors} errors",
+                        file=sys.stderr,
+                    )
+                    if result.first_bad:
+                        print(f"bench:   first bad: {result.first_bad}", file=sys.stderr)
+            finally:
+                if not args.keep:
+                    # measure() has stopped this store's servers, also when it failed.
+                    with contextlib.suppress(SystemExit):
+                        empty_store(store, tmp)
     finally:
         children.stop_all()
         if args.keep:
@@ -375,24 +646,39 @@ def main() -> None:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print_table(results, duration=args.duration)
+    print_table(
+        results, duration=args.duration, load=(*load_before, *os.getloadavg()), modes=args.modes
+    )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
 
 
-def print_table(results: list[RunResult], *, duration: float) -> None:
+def print_table(
+    results: list[RunResult],
+    *,
+    duration: float,
+    load: tuple[float, ...],
+    modes: list[str],
+) -> None:
     print(
-        f"\n2-step sagas, wait_result on, {duration:g} s per run, {os.cpu_count()} cores "
-        "shared by server, stub and wrk\n"
+        f"\n2-step sagas, wait_result on, {duration:g} s per run on an empty store, "
+        f"{os.cpu_count()} cores shared by servers, store, stub and wrk; load average "
+        f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} before, "
+        f"{load[3]:.2f}/{load[4]:.2f}/{load[5]:.2f} after (1/5/15 min). With 2 servers: tx/s "
+        "and errors summed over both, p50/p99 the worse of the two, CPU both servers'.\n"
     )
+    stub = "stub" in modes
     print(
-        "| mode | clients | tx/s | p50 ms | p99 ms | errors | server CPU µs/tx | stub CPU µs/tx |"
+        "| store | servers | mode | clients | tx/s | p50 ms | p99 ms | errors "
+        "| server CPU µs/tx | store CPU µs/tx |" + (" stub CPU µs/tx |" if stub else "")
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if stub else ""))
     for r in results:
         print(
-            f"| {r.mode} | {r.clients} | {r.ok_per_s:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
-            f"| {r.errors} | {r.cpu_us_per_tx(r.server_cpu_s)} | {r.cpu_us_per_tx(r.stub_cpu_s)} |"
+            f"| {r.store} | {r.servers} | {r.mode} | {r.clients} | {r.ok_per_s:,.0f} "
+            f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.cpu_us_per_tx(r.server_cpu_s)} "
+            f"| {r.cpu_us_per_tx(r.store_cpu_s)} |"
+            + (f" {r.cpu_us_per_tx(r.stub_cpu_s)} |" if stub else "")
         )
 
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Load benchmark of the DTM server (see bench/run.py for what it measures).
 #
-#   bash bench/run.sh [--duration 10] [--clients 16,64] [--modes empty,stub] [--json out.json]
+#   bash bench/run.sh [--stores sqlite,mysql,postgres,redis] [--servers 1,2] [--duration 10]
+#       [--warmup 2] [--clients 16,64] [--modes empty,stub] [--json out.json]
 #
 # Installs what it needs when missing: wrk (Debian package, with apt-get), uv (with pip) and the
-# server's locked dependencies (into .venv). Runs on loopback only; takes about
-# (duration + warmup) x modes x client counts, 48 s with the defaults, plus start-up.
+# server's locked dependencies (into .venv). Runs on loopback only; the MySQL, PostgreSQL and
+# Redis stores use the services on their usual ports (scripts/ensure-services.sh starts them).
+# Each run takes duration + warmup + about a second to start its servers on an empty store;
+# there is one run per store x server count x mode x client count: 4 with the defaults (about
+# 50 s), 32 for the full matrix (about 4 minutes with --duration 5 --warmup 1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

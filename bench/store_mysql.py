@@ -18,31 +18,9 @@ import time
 
 import asyncmy
 
-from dtm.protocol.consts import OP_ACTION, OP_COMPENSATE, PREPARED, SAGA, SUBMITTED, SUCCEED
-from dtm.protocol.records import TransBranch, TransGlobal
 from dtm.server.config import StoreConfig
-from dtm.server.stores.base import BranchUpdate, Progress
 from dtm.server.stores.mysql import MysqlStore
-
-FINISH = Progress(branches=[BranchUpdate("01", OP_ACTION, SUCCEED)], status=SUCCEED)
-
-
-async def one_transaction(store: MysqlStore, gid: str) -> None:
-    trans = TransGlobal(gid=gid, trans_type=SAGA, status=SUBMITTED)
-    ops = [
-        TransBranch(gid=gid, url="http://busi/" + op, branch_id="01", op=op, status=PREPARED)
-        for op in (OP_COMPENSATE, OP_ACTION)
-    ]
-    assert await store.create(trans, ops, next_cron_delay=10)
-    assert await store.save_progress(gid, FINISH, expect_status=SUBMITTED)
-
-
-async def worker(store: MysqlStore, name: int, deadline: float) -> int:
-    done = 0
-    while time.perf_counter() < deadline:
-        await one_transaction(store, f"w{name}-{done}")
-        done += 1
-    return done
+from store_workload import one_transaction, worker
 
 
 async def drop(conf: StoreConfig) -> None:

@@ -19,31 +19,11 @@ import time
 import msgspec
 import redis.asyncio as aioredis
 
-from dtm.protocol.consts import OP_ACTION, OP_COMPENSATE, PREPARED, SAGA, SUBMITTED, SUCCEED
+from dtm.protocol.consts import PREPARED, SAGA, SUBMITTED
 from dtm.protocol.records import TransBranch, TransGlobal
 from dtm.server.config import StoreConfig
-from dtm.server.stores.base import BranchUpdate, Progress
 from dtm.server.stores.redis import RedisStore, _lua
-
-FINISH = Progress(branches=[BranchUpdate("01", OP_ACTION, SUCCEED)], status=SUCCEED)
-
-
-async def one_transaction(store: RedisStore, gid: str) -> None:
-    trans = TransGlobal(gid=gid, trans_type=SAGA, status=SUBMITTED)
-    ops = [
-        TransBranch(gid=gid, url="http://busi/" + op, branch_id="01", op=op, status=PREPARED)
-        for op in (OP_COMPENSATE, OP_ACTION)
-    ]
-    assert await store.create(trans, ops, next_cron_delay=10)
-    assert await store.save_progress(gid, FINISH, expect_status=SUBMITTED)
-
-
-async def worker(store: RedisStore, name: int, deadline: float) -> int:
-    done = 0
-    while time.perf_counter() < deadline:
-        await one_transaction(store, f"w{name}-{done}")
-        done += 1
-    return done
+from store_workload import worker
 
 
 async def store_calls(conf: StoreConfig, concurrency: int, seconds: float) -> int:
@@ -84,7 +64,7 @@ async def create_script_alone(conf: StoreConfig, total: int) -> None:
                 gid = f"p{i}"
                 pipe.evalsha(
                     sha, 6, f"{p}_g_{gid}", f"{p}_b_{gid}", f"{p}_u", f"{p}_all", f"{p}_f",
-                    f"{p}_ids", gid, 10_000_000, "0", 86400, body,
+                    f"{p}_ids", gid, 10_000_000, "0", 86400, body, 1, 0, "",
                     encode(["01", "compensate"]), branch, encode(["01", "action"]), branch,
                 )  # fmt: skip
             await pipe.execute()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from importlib import resources
@@ -337,6 +338,20 @@ def _ping(tx: Tx) -> None:
     tx.cur.execute("SELECT 1").fetchone()
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Set WAL mode, waiting out another process doing the same: that pragma fails with
+    "database is locked" at once instead of calling the busy handler."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteStore(Store):
     """A `Store` in one SQLite file, for a single server process.
 
@@ -377,7 +392,7 @@ class SqliteStore(Store):
         try:
             # WAL: readers keep reading while the writer commits, and a commit appends to
             # one file instead of rewriting pages twice. The mode is stored in the file.
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             schema = resources.files(__package__).joinpath("sql", "sqlite.sql").read_text()
             conn.executescript(schema)
