@@ -106,7 +106,9 @@ def _int_param(request: Request, name: str, default: int, *, upper: int | None =
         value = int(raw)
     except ValueError:
         raise BadRequest(f"{name} should be a whole number") from None
-    if value <= 0 or (upper is not None and value > upper):
+    if value <= 0:
+        raise BadRequest(f"{name} should be positive")
+    if upper is not None and value > upper:
         raise BadRequest(f"{name} should be between 1 and {upper}")
     return value
 
