@@ -46,6 +46,7 @@ class DtmServer:
         }
         self.config.setdefault("HttpHost", "127.0.0.1")
         self.config.setdefault("HttpPort", 0)
+        self.config.setdefault("GrpcPort", 0)  # many servers run at once: each its own port
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = workdir / "dtm.log"
@@ -92,6 +93,13 @@ class DtmServer:
                     pass
             time.sleep(0.05)
         raise RuntimeError(f"dtm did not start in {timeout}s:\n{self.logs()}")
+
+    @property
+    def grpc_target(self) -> str:
+        """`host:port` of the gRPC API, as the last start logged it."""
+        found = re.findall(r"grpc listening on [^\s:]+:(\d+)", self.logs())
+        assert found, f"no gRPC address in the log:\n{self.logs()}"
+        return f"127.0.0.1:{found[-1]}"
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -34,6 +34,9 @@ class TransRequest(msgspec.Struct, kw_only=True):
     trans_type: str = ""
     steps: list[dict[str, str]] | None = None
     payloads: list[str] | None = None
+    # Binary payloads, one per step: what gRPC clients send (DtmRequest.BinPayloads);
+    # base64 in JSON. Used instead of `payloads` when given.
+    bin_payloads: list[bytes] | None = None
     custom_data: str | None = None
     query_prepared: str | None = None
     protocol: str | None = None

@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dtm.server.api import grpc as grpc_api
+from dtm.server.api import jsonrpc
 from dtm.server.api.http import json_response, routes
 from dtm.server.api.openapi import build_openapi
 from dtm.server.branch import BranchCaller
@@ -84,11 +86,16 @@ def create_app(conf: Config, *, store: Store | None = None) -> Starlette:
         if conf.Store.AutoMigrate:
             await store.migrate()
         await caller.start()
+        grpc_server, grpc_port = await grpc_api.start_server(
+            service, host=conf.HttpHost, port=conf.GrpcPort
+        )
+        log.info("grpc listening on %s:%d", conf.HttpHost, grpc_port)
         processor.start_cron()
         housekeeper.start()
         try:
             yield
         finally:
+            await grpc_server.stop(grace=2)
             await housekeeper.stop()
             await processor.stop()
             await caller.close()
@@ -110,6 +117,7 @@ def create_app(conf: Config, *, store: Store | None = None) -> Starlette:
         return json_response(openapi_doc)
 
     app_routes = [
+        *jsonrpc.routes(service),
         Route("/api/ping", ping, methods=["GET", "POST", "HEAD"]),
         Route("/api/health", health, methods=["GET"]),
         Route("/api/dtmsvr/openapi.json", openapi, methods=["GET"]),

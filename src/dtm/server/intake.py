@@ -78,7 +78,10 @@ def _check_options(options: TransOptions) -> None:
 
 def _payloads(req: TransRequest) -> list[bytes]:
     steps = req.steps or []
-    payloads = [p.encode() for p in req.payloads or []]
+    if req.bin_payloads is not None:
+        payloads = list(req.bin_payloads)
+    else:
+        payloads = [p.encode() for p in req.payloads or []]
     payloads += [s["data"].encode() for s in steps if s.get("data")]
     if len(payloads) != len(steps):
         raise BadRequest(
@@ -215,14 +218,18 @@ def msg_delay(trans: TransGlobal) -> int:
     return delay_of(trans.custom_data) if trans.trans_type == consts.MSG else 0
 
 
-def registered_branches(data: dict[str, str]) -> tuple[str, str, list[TransBranch]]:
-    """(gid, trans_type, operations) of a registerBranch request."""
+def registered_branches(
+    data: dict[str, str], *, payload: bytes | None = None
+) -> tuple[str, str, list[TransBranch]]:
+    """(gid, trans_type, operations) of a registerBranch request; the payload is
+    `data["data"]` unless given as bytes (gRPC's BusiPayload)."""
     gid = check_gid(data.get("gid", ""))
     trans_type = data.get("trans_type", "")
     branch_id = data.get("branch_id", "")
     if not branch_id or len(branch_id) > MAX_BRANCH_ID:
         raise BadRequest(f"branch_id is required, at most {MAX_BRANCH_ID} characters")
-    payload = data.get("data", "").encode()
+    if payload is None:
+        payload = data.get("data", "").encode()
 
     def op(name: str, url: str, status: str = consts.PREPARED) -> TransBranch:
         return TransBranch(

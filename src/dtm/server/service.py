@@ -216,8 +216,8 @@ class Service:
                 return
         raise OngoingError(f"transaction {gid} is changing concurrently, try again")
 
-    async def register_branch(self, data: dict[str, str]) -> None:
-        gid, _trans_type, ops = intake.registered_branches(data)
+    async def register_branch(self, data: dict[str, str], *, payload: bytes | None = None) -> None:
+        gid, _trans_type, ops = intake.registered_branches(data, payload=payload)
         if not await self.store.add_branches(gid, ops, expect_status=consts.PREPARED):
             raise FailureError(f"no trans with gid: {gid} status: {consts.PREPARED} found")
 

@@ -78,7 +78,7 @@ def endpoint(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
     return handle
 
 
-async def _body(request: Request) -> bytes:
+async def read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY:
         raise TooLarge
@@ -93,7 +93,7 @@ async def _body(request: Request) -> bytes:
 
 async def trans_request(request: Request) -> TransRequest:
     try:
-        return _trans_decoder.decode(await _body(request))
+        return _trans_decoder.decode(await read_body(request))
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed request body: {exc}") from None
 
@@ -139,7 +139,7 @@ def routes(service: Service) -> list[Route]:
 
     async def register_branch(request: Request) -> Any:
         try:
-            raw = _map_decoder.decode(await _body(request))
+            raw = _map_decoder.decode(await read_body(request))
         except msgspec.DecodeError as exc:
             raise BadRequest(f"malformed request body: {exc}") from None
         data = {

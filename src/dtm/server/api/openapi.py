@@ -1,9 +1,11 @@
 """OpenAPI 3.1 description of the server's HTTP API, served at /api/dtmsvr/openapi.json.
 
-Request bodies and records are generated from the msgspec types the server decodes and
-encodes with, so they cannot drift from the code. Paths, parameters and answers are written
-here by hand; tests/integration/test_openapi.py checks them against the routes the app
-serves and fuzzes a live server against them.
+`POST /api/json-rpc` (upstream's JSON-RPC 2.0 endpoint) is one operation here, its methods
+an enum; its codes are in dtm.server.api.jsonrpc. Request bodies and records are generated
+from the msgspec types the server decodes and encodes with, so they cannot drift from the
+code. Paths, parameters and answers are written here by hand;
+tests/integration/test_openapi.py checks them against the routes the app serves and fuzzes a
+live server against them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dtm import __version__
 from dtm.protocol import consts
 from dtm.protocol.messages import TransRequest
 from dtm.protocol.records import KV, TransBranch, TransGlobal
+from dtm.server.api import jsonrpc
 from dtm.server.api.http import MAX_BODY, MAX_LIMIT
 
 __all__ = ["build_openapi"]
@@ -39,6 +42,8 @@ _FIELD_NOTES: dict[str, dict[str, str]] = {
         "object per step with an `action` URL or `topic://<name>`. A step may carry `data` "
         "(its payload) and `request_timeout` (whole seconds, this server's addition).",
         "payloads": "One payload per step (the step's JSON body), unless steps carry `data`.",
+        "bin_payloads": "One binary payload per step, base64 encoded (gRPC clients' form); "
+        "used instead of `payloads` when given.",
         "custom_data": "JSON text. Saga: `orders` and `concurrent`; msg: `delay` seconds.",
         "query_prepared": "URL the server calls to ask whether a prepared message should "
         "be submitted or failed; for a workflow, the URL that resumes it.",
@@ -572,6 +577,84 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _jsonrpc_schemas() -> dict[str, Any]:
+    rid = {"anyOf": [{"type": "string", "minLength": 1}, {"type": "number"}]}
+    return {
+        "JsonRpcRequest": {
+            "type": "object",
+            "required": ["jsonrpc", "method", "id"],
+            "properties": {
+                "jsonrpc": {"type": "string", "const": "2.0"},
+                "method": {"type": "string", "enum": list(jsonrpc.METHOD_NAMES)},
+                "params": {
+                    "description": "The body the method's HTTP route takes: a TransRequest "
+                    "(prepare, submit, abort, forceStop, prepareWorkflow, resetNextCronTime), "
+                    "a string map (registerBranch: null values are the empty string, others "
+                    'are refused), `{"gid": ...}` (query); newGid takes none.',
+                    "anyOf": [
+                        _ref("TransRequest"),
+                        _ref("RegisterBranchRequest"),
+                        _obj(["gid"], gid={"type": "string"}),
+                        {"type": "null"},
+                    ],
+                },
+                "id": {**rid, "description": "Echoed in the answer; required, as upstream."},
+            },
+        },
+        "JsonRpcAnswer": {
+            "type": "object",
+            "required": ["jsonrpc", "id"],
+            "properties": {
+                "jsonrpc": {"type": "string", "const": "2.0"},
+                "id": {"anyOf": [*rid["anyOf"], {"type": "null"}]},
+                "result": {
+                    "description": 'newGid: `{"gid"}`; query: a Query; prepareWorkflow: a '
+                    "Workflow; null for the others."
+                },
+                "error": _obj(
+                    ["code", "message"],
+                    code={
+                        "type": "integer",
+                        "description": f"{consts.JRPC_CODE_FAILURE} FAILURE, "
+                        f"{consts.JRPC_CODE_ONGOING} ONGOING, {jsonrpc.PARSE_ERROR} parse "
+                        f"error, {jsonrpc.INVALID_REQUEST} invalid request, "
+                        f"{jsonrpc.METHOD_NOT_FOUND} method not found, "
+                        f"{jsonrpc.INVALID_PARAMS} invalid params (or no such transaction), "
+                        f"{jsonrpc.INTERNAL_ERROR} store unavailable or internal error.",
+                    },
+                    message={"type": "string"},
+                ),
+            },
+            "oneOf": [{"required": ["result"]}, {"required": ["error"]}],
+        },
+    }
+
+
+def _jsonrpc_paths() -> dict[str, Any]:
+    not_sent = "Not sent by this route, which answers 200 with a JSON-RPC error instead: "
+    return {
+        jsonrpc.PATH: {
+            "post": {
+                "operationId": "jsonRpc",
+                "summary": "JSON-RPC 2.0",
+                "description": "Upstream's JSON-RPC endpoint: the server API's operations "
+                "as methods. Every answer is HTTP 200 with `result` or `error`, as upstream; "
+                "FAILURE and ONGOING are the error codes -32901 and -32902.",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("JsonRpcRequest")}},
+                },
+                "responses": {
+                    "200": _response("The JSON-RPC answer.", _ref("JsonRpcAnswer")),
+                    "400": _response(not_sent + "-32600, -32601, -32602 or -32700.", _ref("Error")),
+                    "413": {"$ref": "#/components/responses/TooLarge"},
+                    "503": _response(not_sent + "-32603.", _ref("Error")),
+                },
+            }
+        }
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     """The whole document, fresh on each call; the app builds it once at start."""
     return {
@@ -585,9 +668,9 @@ def build_openapi() -> dict[str, Any]:
             '`{"dtm_result": ...}`: SUCCESS with 200, FAILURE with 409, ONGOING with 425.',
             "license": {"name": "BSD-3-Clause", "identifier": "BSD-3-Clause"},
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **_jsonrpc_paths()},
         "components": {
-            "schemas": {**_generated_schemas(), **_hand_schemas()},
+            "schemas": {**_generated_schemas(), **_hand_schemas(), **_jsonrpc_schemas()},
             "responses": _responses(),
         },
     }

@@ -13,7 +13,7 @@ import msgspec
 
 from dtm.protocol import consts
 from dtm.protocol.records import TransBranch
-from dtm.server.branch import CallResult, Outcome
+from dtm.server.calls import CallResult, Outcome
 from dtm.server.engine.run import TransRun
 from dtm.server.engine.steps import CallPool
 

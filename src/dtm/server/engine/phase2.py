@@ -6,7 +6,7 @@ rollback). Phase-two calls must succeed in the end, so every other answer is ret
 from __future__ import annotations
 
 from dtm.protocol import consts
-from dtm.server.branch import Outcome
+from dtm.server.calls import Outcome
 from dtm.server.engine.run import TransRun
 
 

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from dtm.protocol import consts
 from dtm.protocol.messages import TransOptions, decode_options
 from dtm.protocol.records import TransBranch, TransGlobal
-from dtm.server.branch import BranchCall, BranchCaller, CallResult, Outcome
+from dtm.server.branch import BranchCaller
+from dtm.server.calls import BranchCall, CallResult, Outcome
 from dtm.server.engine.schedule import Schedule
 from dtm.server.stores.base import BranchUpdate, Progress, Store
 

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from dtm.protocol.records import TransBranch
-from dtm.server.branch import CallResult
+from dtm.server.calls import CallResult
 
 
 class CallPool:

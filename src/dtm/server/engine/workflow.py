@@ -12,7 +12,7 @@ import contextlib
 import msgspec
 
 from dtm.protocol import consts
-from dtm.server.branch import Outcome
+from dtm.server.calls import Outcome
 from dtm.server.engine.run import TransRun
 
 

@@ -1,0 +1,35 @@
+"""The client's settings: fixed when the client is made, shared by both transports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientSettings:
+    """Where the DTM server is and how requests to it (and to branches) are sent.
+
+    dtm_url: the server's HTTP API, upstream's form `http://host:36789/api/dtmsvr`.
+    timeout: seconds for one request, connect to last byte.
+    headers: sent on every request, to the server and to the branches this client calls.
+    """
+
+    dtm_url: str
+    timeout: float = 10.0
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def of(
+        cls, dtm_url: str, *, timeout: float, headers: Mapping[str, str] | None
+    ) -> ClientSettings:
+        if not dtm_url.startswith(("http://", "https://")):
+            raise ValueError(f"dtm_url should be an http(s) URL, not {dtm_url!r}")
+        if timeout <= 0:
+            raise ValueError("timeout should be positive seconds")
+        return cls(
+            dtm_url=dtm_url.rstrip("/"),
+            timeout=timeout,
+            headers=MappingProxyType(dict(headers or {})),
+        )

@@ -1,0 +1,223 @@
+"""The asyncio client: `AsyncDtmClient` and the transaction modes it makes.
+
+Every method only drives an operation of the sans-I/O core (`_core`, `_modes`) through the
+aiohttp transport; `dtm.client.sync` mirrors this module method for method (a test checks
+that the two keep the same shape).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, Unpack
+
+from dtm.client import _core
+from dtm.client._core import HttpResponse, Op, QueryResult
+from dtm.client._modes import (
+    MsgBuilder,
+    SagaBuilder,
+    TccCore,
+    TransOptionsArgs,
+    XaBranchInfo,
+    XaCore,
+    finish_global,
+    new_trans,
+    register_xa,
+    tcc_from_query,
+)
+from dtm.client._settings import ClientSettings
+from dtm.client._transport import AsyncTransport
+from dtm.errors import DtmError
+from dtm.protocol import consts
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class AsyncDtmClient:
+    """A DTM server's HTTP API at `dtm_url` (e.g. `http://localhost:36789/api/dtmsvr`).
+
+    Owns one aiohttp session: use it as `async with AsyncDtmClient(url) as dtm:` or call
+    `aclose()`. `timeout` (seconds) bounds each request; `headers` go on every request.
+    """
+
+    def __init__(
+        self,
+        dtm_url: str,
+        *,
+        timeout: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = ClientSettings.of(dtm_url, timeout=timeout, headers=headers)
+        self._transport = AsyncTransport(timeout=timeout, headers=self.settings.headers)
+
+    @property
+    def dtm_url(self) -> str:
+        return self.settings.dtm_url
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session and its pooled connections."""
+        await self._transport.close()
+
+    async def _run(self, op: Op[T]) -> T:
+        return await self._transport.run(op)
+
+    async def new_gid(self) -> str:
+        """A new gid from the server."""
+        return await self._run(_core.new_gid(self.dtm_url))
+
+    async def query(self, gid: str) -> QueryResult:
+        """The transaction `gid` and its branch operations as stored by the server."""
+        return await self._run(_core.query(self.dtm_url, gid))
+
+    def saga(
+        self, gid: str = "", *, concurrent: bool = False, **options: Unpack[TransOptionsArgs]
+    ) -> AsyncSaga:
+        """A saga to fill with steps and `submit`; with no gid the server makes one."""
+        trans = new_trans(self.dtm_url, gid, consts.SAGA, concurrent=concurrent, **options)
+        return AsyncSaga(self, trans)
+
+    def msg(
+        self,
+        gid: str = "",
+        *,
+        delay: int = 0,
+        concurrent: bool = False,
+        **options: Unpack[TransOptionsArgs],
+    ) -> AsyncMsg:
+        """A 2-phase message; `delay` seconds postpone its steps after submit."""
+        trans = new_trans(self.dtm_url, gid, consts.MSG, concurrent=concurrent, **options)
+        return AsyncMsg(self, trans, delay=delay)
+
+    @asynccontextmanager
+    async def tcc(
+        self, gid: str = "", **options: Unpack[TransOptionsArgs]
+    ) -> AsyncIterator[AsyncTcc]:
+        """A TCC global transaction: prepared on entry, submitted on a clean exit, aborted
+        (with the exception as rollback reason, then re-raised) when the block raises."""
+        tcc = AsyncTcc(self, new_trans(self.dtm_url, gid, consts.TCC, **options))
+        async with _global(self, tcc._trans):
+            yield tcc
+
+    def tcc_transaction(
+        self, **options: Unpack[TransOptionsArgs]
+    ) -> Callable[[Callable[Concatenate[AsyncTcc, P], Awaitable[T]]], Callable[P, Awaitable[T]]]:
+        """Decorator form of `tcc`: each call of the decorated function is one global
+        transaction with a server-made gid, the `AsyncTcc` passed as first argument."""
+
+        def decorate(
+            fn: Callable[Concatenate[AsyncTcc, P], Awaitable[T]],
+        ) -> Callable[P, Awaitable[T]]:
+            @functools.wraps(fn)
+            async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+                async with self.tcc(**options) as tcc:
+                    return await fn(tcc, *args, **kwargs)
+
+            return run
+
+        return decorate
+
+    def tcc_from_query(self, params: Mapping[str, str]) -> AsyncTcc:
+        """Inside a TCC branch: the transaction it belongs to, to call sub-branches."""
+        return AsyncTcc(self, tcc_from_query(self.dtm_url, params))
+
+    @asynccontextmanager
+    async def xa(
+        self, gid: str = "", **options: Unpack[TransOptionsArgs]
+    ) -> AsyncIterator[AsyncXa]:
+        """An XA global transaction: prepared on entry, submitted on a clean exit, aborted
+        when the block raises."""
+        xa = AsyncXa(self, new_trans(self.dtm_url, gid, consts.XA, **options))
+        async with _global(self, xa._trans):
+            yield xa
+
+    async def register_xa_branch(self, info: XaBranchInfo) -> None:
+        """Inside an XA branch, once its local transaction is prepared: tell the server
+        where to send commit or rollback."""
+        await self._run(register_xa(self.dtm_url, info))
+
+
+@asynccontextmanager
+async def _global(client: AsyncDtmClient, trans: _core.Trans) -> AsyncIterator[None]:
+    await client._run(trans.call("prepare"))
+    try:
+        yield
+    except Exception as exc:
+        try:
+            await client._run(finish_global(trans, exc))
+        except DtmError as abort_error:
+            # The block's own error is what the caller must see; the server aborts the
+            # transaction anyway once timeout_to_fail passes.
+            exc.add_note(f"abort of {trans.gid} failed too: {abort_error}")
+        raise
+    await client._run(finish_global(trans, None))
+
+
+class AsyncSaga(SagaBuilder):
+    """A saga (see `SagaBuilder` for steps and ordering)."""
+
+    def __init__(self, client: AsyncDtmClient, trans: _core.Trans) -> None:
+        super().__init__(trans)
+        self._client = client
+
+    async def submit(self) -> None:
+        """Submit the saga; the server runs it. With `wait_result`, raises `FailureError`
+        when it failed and `OngoingError` when it did not finish within the wait."""
+        await self._client._run(self._submit())
+
+
+class AsyncMsg(MsgBuilder):
+    """A 2-phase message (see `MsgBuilder`)."""
+
+    def __init__(self, client: AsyncDtmClient, trans: _core.Trans, *, delay: int = 0) -> None:
+        super().__init__(trans, delay=delay)
+        self._client = client
+
+    async def prepare(self, query_prepared: str = "") -> None:
+        """Phase one: the server keeps the message and, if it is never submitted, asks
+        `query_prepared` whether the local transaction committed."""
+        await self._client._run(self._prepare(query_prepared))
+
+    async def submit(self) -> None:
+        """Phase two (or the only phase): the server delivers every step."""
+        await self._client._run(self._submit())
+
+
+class AsyncTcc(TccCore):
+    """A TCC transaction as seen by its initiator or by one of its branches."""
+
+    def __init__(self, client: AsyncDtmClient, trans: _core.Trans) -> None:
+        super().__init__(trans)
+        self._client = client
+
+    async def call_branch(
+        self, payload: Any, try_url: str, confirm_url: str, cancel_url: str
+    ) -> HttpResponse:
+        """Register a branch (id "01", "02", ...) then call its try; raises
+        `FailureError` / `OngoingError` / `TransportError` as try answers."""
+        return await self._client._run(self._call_branch(payload, try_url, confirm_url, cancel_url))
+
+
+class AsyncXa(XaCore):
+    """An XA global transaction as seen by its initiator."""
+
+    def __init__(self, client: AsyncDtmClient, trans: _core.Trans) -> None:
+        super().__init__(trans)
+        self._client = client
+
+    async def call_branch(self, payload: Any, url: str) -> HttpResponse:
+        """Call a branch's local part; it registers itself with `register_xa_branch`."""
+        return await self._client._run(self._call_branch(payload, url))

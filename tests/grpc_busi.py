@@ -1,0 +1,139 @@
+"""A gRPC business service stub: every unary method of every service exists, takes and
+answers raw bytes, and answers the status codes each test programs. It runs a grpc.aio
+server on a loop in its own thread, on a loopback port the OS picks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+
+
+@dataclass(frozen=True)
+class GrpcAnswer:
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    message: str = ""
+
+
+G_OK = GrpcAnswer()
+G_FAILURE = GrpcAnswer(grpc.StatusCode.ABORTED, "FAILURE")
+G_ONGOING = GrpcAnswer(grpc.StatusCode.FAILED_PRECONDITION, "ONGOING")
+G_ERROR = GrpcAnswer(grpc.StatusCode.INTERNAL, "business broke")
+
+
+@dataclass(frozen=True)
+class GrpcCall:
+    method: str  # "/busi.Busi/<name>"
+    payload: bytes
+    metadata: dict[str, str]
+    at: float
+
+    @property
+    def name(self) -> str:
+        return self.method.rsplit("/", 1)[-1]
+
+
+class _Handler(grpc.GenericRpcHandler):
+    def __init__(self, stub: GrpcBusiness) -> None:
+        self.stub = stub
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method: str = handler_call_details.method
+
+        async def unary(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            return await self.stub.handle(method, request, context)
+
+        # No (de)serialisers: the handler sees and answers raw bytes.
+        return grpc.unary_unary_rpc_method_handler(unary)
+
+
+class GrpcBusiness:
+    """`program(name, a, b)` answers a, then b for every later call; a method never
+    programmed answers OK. Every call is recorded with its payload and metadata."""
+
+    def __init__(self) -> None:
+        self._answers: dict[str, list[GrpcAnswer | Callable[[GrpcCall], GrpcAnswer]]] = {}
+        self._calls: list[GrpcCall] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "gRPC business stub did not start"
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = grpc.aio.server()
+        self._server.add_generic_rpc_handlers((_Handler(self),))
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._loop.run_until_complete(self._server.start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def handle(
+        self, method: str, payload: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        call = GrpcCall(method, payload, metadata, time.monotonic())
+        with self._lock:
+            self._calls.append(call)
+            queue = self._answers.get(call.name, [])
+            planned = queue.pop(0) if len(queue) > 1 else (queue[0] if queue else G_OK)
+        answer = planned(call) if callable(planned) else planned
+        if answer.code != grpc.StatusCode.OK:
+            await context.abort(answer.code, answer.message)
+        return b""
+
+    def url(self, name: str) -> str:
+        return f"127.0.0.1:{self.port}/busi.Busi/{name}"
+
+    def program(self, name: str, *answers: GrpcAnswer | Callable[[GrpcCall], GrpcAnswer]) -> None:
+        with self._lock:
+            self._answers[name] = list(answers)
+
+    def calls(self, name: str) -> list[GrpcCall]:
+        with self._lock:
+            return [c for c in self._calls if c.name == name]
+
+    def wait_calls(self, name: str, count: int, timeout: float = 10) -> list[GrpcCall]:
+        deadline = time.monotonic() + timeout
+        while len(self.calls(name)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}: {len(self.calls(name))} calls, wanted {count}")
+            time.sleep(0.02)
+        return self.calls(name)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._server.stop(None), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+class GrpcEndpoints:
+    """One test's view of the stub: method names carry a prefix of their own."""
+
+    def __init__(self, stub: GrpcBusiness) -> None:
+        self.stub = stub
+        self.prefix = "T" + uuid.uuid4().hex[:8]
+
+    def url(self, name: str) -> str:
+        return self.stub.url(f"{self.prefix}_{name}")
+
+    def program(self, name: str, *answers: GrpcAnswer | Callable[[GrpcCall], GrpcAnswer]) -> None:
+        self.stub.program(f"{self.prefix}_{name}", *answers)
+
+    def calls(self, name: str) -> list[GrpcCall]:
+        return self.stub.calls(f"{self.prefix}_{name}")
+
+    def wait_calls(self, name: str, count: int, timeout: float = 10) -> list[GrpcCall]:
+        return self.stub.wait_calls(f"{self.prefix}_{name}", count, timeout)
