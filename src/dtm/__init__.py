@@ -6,6 +6,7 @@ exception tree. The server lives in `dtm.server` and is never imported from here
 
 from __future__ import annotations
 
+from dtm.barrier import BranchBarrier
 from dtm.client import (
     AsyncDtmClient,
     AsyncMsg,
@@ -31,6 +32,7 @@ __all__ = [
     "AsyncSaga",
     "AsyncTcc",
     "AsyncXa",
+    "BranchBarrier",
     "DtmClient",
     "DtmError",
     "DuplicateError",
