@@ -1,7 +1,7 @@
-"""Load benchmark of the DTM server: 2-step sagas, wait_result on, driven by wrk.
+"""Load benchmark of the DTM server: 2-step sagas, wait_result on, driven by wrk or gRPC.
 
 Measures global transactions per second, p50/p99 latency and CPU time per transaction for
-each store x server count x mode x client count:
+each store x server count x mode x client count x protocol:
 
 - stores: ``sqlite`` (a file in a temporary directory), ``mysql`` (database ``dtm_bench`` on
   the MariaDB at 127.0.0.1:3306, user root), ``postgres`` (schema ``dtm_bench`` of database
@@ -15,6 +15,13 @@ each store x server count x mode x client count:
 - modes: ``empty``: both steps have empty URLs, so the server does no branch calls
   (upstream's ``benchEmptyUrl``): the transaction machinery and the store alone; ``stub``:
   both steps call a business stub (bench/stub.py) that answers SUCCESS at once.
+- protocols: ``http``: wrk submits over the HTTP API (bench/saga.lua); ``grpc``: the sagas
+  are submitted over ``dtmgimp.Dtm/Submit`` by bench/grpc_load.py (wrk speaks HTTP only), a
+  Python process with that many concurrent callers on one channel, and in ``stub`` mode the
+  steps are gRPC branches answered by bench/grpc_stub.py. The load generator's own CPU is
+  reported too (wrk's from getrusage of its reaped processes, grpc_load.py's from its
+  /proc/self/stat over the measured calls): it shares the two cores with the server, and the
+  Python generator costs far more per call than wrk.
 
 Everything runs on loopback, servers on free ports below 32768 (outside the kernel's range
 for outgoing ports). CPU comes from /proc (utime + stime of a process and its children): the
@@ -27,7 +34,8 @@ Everything started here is stopped on exit.
 Run through bench/run.sh, which installs wrk and the server's dependencies first:
 
     bash bench/run.sh [--stores sqlite,mysql,postgres,redis] [--servers 1,2]
-        [--duration 10] [--warmup 2] [--clients 16,64] [--modes empty,stub] [--json out.json]
+        [--duration 10] [--warmup 2] [--clients 16,64] [--modes empty,stub]
+        [--protocols http,grpc] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -59,6 +68,9 @@ import yaml
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "saga.lua"
 STUB_SCRIPT = BENCH_DIR / "stub.py"
+GRPC_STUB_SCRIPT = BENCH_DIR / "grpc_stub.py"
+GRPC_LOAD_SCRIPT = BENCH_DIR / "grpc_load.py"
+PROTOCOLS = ("http", "grpc")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 RESULT_LINE = re.compile(r"^RESULT (.*)$", re.MULTILINE)
@@ -81,10 +93,11 @@ class RunResult:
     servers: int
     mode: str
     clients: int
+    protocol: str
     seconds: float
     requests: int
     ok: int
-    non200: int
+    non200: int  # answers other than HTTP 200 or, over gRPC, other than OK
     socket_errors: int
     ok_per_s: float
     p50_ms: float
@@ -92,6 +105,7 @@ class RunResult:
     server_cpu_s: float
     stub_cpu_s: float | None
     store_cpu_s: float | None
+    load_cpu_s: float | None  # the load generator's (wrk's or grpc_load.py's)
     first_bad: str | None
 
     @property
@@ -113,10 +127,17 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: list[str], *, log: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: list[str], *, log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                env=env,
             )
         self.procs.append(proc)
         return proc
@@ -362,8 +383,34 @@ def wrk_argv(
     ]
 
 
+def grpc_load_argv(
+    *, grpc_port: int, clients: int, seconds: float, gid_prefix: str, branch_url: str
+) -> list[str]:
+    return [
+        sys.executable,
+        str(GRPC_LOAD_SCRIPT),
+        "--target",
+        f"{HOST}:{grpc_port}",
+        "--clients",
+        str(clients),
+        "--duration",
+        f"{seconds:g}",
+        "--prefix",
+        gid_prefix,
+        "--branch-url",
+        branch_url,
+    ]
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU of this process's terminated and reaped children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_wrks(argvs: list[list[str]], *, seconds: float) -> list[dict[str, str]]:
-    """Runs the wrk processes at once; returns each one's RESULT fields (and FIRST_BAD if any)."""
+    """Runs the load processes (wrk or grpc_load.py) at once; returns each one's RESULT
+    fields (and FIRST_BAD if any)."""
     procs = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for argv in argvs
@@ -380,7 +427,7 @@ def run_wrks(argvs: list[list[str]], *, seconds: float) -> list[dict[str, str]]:
         match = RESULT_LINE.search(stdout)
         if proc.returncode != 0 or match is None:
             raise SystemExit(
-                f"bench: wrk failed ({proc.returncode}): {shlex.join(argv)}\n{stdout}{stderr}"
+                f"bench: load failed ({proc.returncode}): {shlex.join(argv)}\n{stdout}{stderr}"
             )
         fields = dict(item.split("=", 1) for item in match.group(1).split())
         bad = FIRST_BAD_LINE.search(stdout)
@@ -404,12 +451,15 @@ def names(text: str) -> list[str]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="DTM server load benchmark (2-step sagas, wait_result on, wrk)."
+        description="DTM server load benchmark (2-step sagas, wait_result on, wrk or gRPC)."
     )
     parser.add_argument("--duration", type=float, default=10, help="seconds per run (10)")
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before each")
     parser.add_argument("--clients", default="16,64", help="concurrent connections (16,64)")
     parser.add_argument("--modes", default="empty,stub", help="empty and/or stub (empty,stub)")
+    parser.add_argument(
+        "--protocols", default="http", help="http (wrk) and/or grpc (grpc_load.py) (http)"
+    )
     parser.add_argument(
         "--stores", default="sqlite", help="any of sqlite,mysql,postgres,redis (sqlite)"
     )
@@ -418,7 +468,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1: spare the CPU)")
     parser.add_argument("--port", type=int, default=21789, help="first port tried for servers")
-    parser.add_argument("--stub-port", type=int, default=21780, help="first port for the stub")
+    parser.add_argument("--stub-port", type=int, default=21780, help="first port for the stubs")
     parser.add_argument(
         "--server-cmd",
         default=None,
@@ -442,6 +492,9 @@ def parse_args() -> argparse.Namespace:
         parser.error("--clients and --servers take lists of numbers, e.g. 16,64")
     args.modes = names(args.modes)
     args.stores = names(args.stores)
+    args.protocols = names(args.protocols)
+    if not args.protocols or not set(args.protocols) <= set(PROTOCOLS):
+        parser.error("--protocols takes http and/or grpc")
     if not args.modes or not set(args.modes) <= {"empty", "stub"}:
         parser.error("--modes takes empty and/or stub")
     if not args.stores or not set(args.stores) <= set(STORES):
@@ -474,22 +527,30 @@ class Setup:
 
 def start_servers(
     setup: Setup, children: Children, *, count: int, config: Path, name: str, avoid: set[int]
-) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
-    """``count`` servers on free ports sharing ``config``'s store, each answering /api/ping.
+) -> tuple[list[subprocess.Popen[bytes]], list[int], list[int]]:
+    """``count`` servers on free ports sharing ``config``'s store, each answering /api/ping
+    and accepting gRPC; returns them, their HTTP ports and their gRPC ports.
 
     One after another: two SQLite servers opening a new file at once can fail with "database
     is locked" (switching the file to WAL does not wait for the other's lock).
     """
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
+    grpc_ports: list[int] = []
     for i in range(count):
-        port = free_port(setup.first_port, avoid={*avoid, *ports})
+        port = free_port(setup.first_port, avoid={*avoid, *ports, *grpc_ports})
+        grpc_port = free_port(port + 1, avoid={*avoid, *ports, *grpc_ports})
         log = setup.tmp / f"server-{name}-{i + 1}.log"
         argv = [*setup.server_cmd, "-c", str(config), "--host", HOST, "--http-port", str(port)]
-        procs.append(children.start([*argv, *setup.server_args], log=log))
+        # Each server its own gRPC port (upstream's GrpcPort, from the environment).
+        env = {**os.environ, "GRPC_PORT": str(grpc_port)}
+        procs.append(children.start([*argv, *setup.server_args], log=log, env=env))
         ports.append(port)
-        wait_until(functools.partial(pings, port), procs[-1], log, f"DTM server {i + 1} ({name})")
-    return procs, ports
+        grpc_ports.append(grpc_port)
+        what = f"DTM server {i + 1} ({name})"
+        wait_until(functools.partial(pings, port), procs[-1], log, what)
+        wait_until(functools.partial(accepts, grpc_port), procs[-1], log, what + " gRPC")
+    return procs, ports, grpc_ports
 
 
 def measure(
@@ -500,22 +561,24 @@ def measure(
     servers: int,
     mode: str,
     clients: int,
+    protocol: str,
     branch_url: str,
     stub_pid: int | None,
     store_pids: list[int],
     avoid: set[int],
 ) -> RunResult:
     """One run on an empty store: start the servers, warm up, measure, stop the servers."""
-    name = f"{store}-{servers}-{mode}-{clients}"
+    name = f"{store}-{servers}-{mode}-{clients}-{protocol}"
     empty_store(store, setup.tmp)
     config = setup.tmp / f"{store}.yml"
     config.write_text(yaml.safe_dump({"Store": store_section(store, setup.tmp)}))
-    procs, ports = start_servers(
+    procs, ports, grpc_ports = start_servers(
         setup, children, count=servers, config=config, name=name, avoid=avoid
     )
     try:
 
         def argvs(seconds: float, prefix: str) -> list[list[str]]:
+            shares = zip(ports, grpc_ports, split(clients, servers), strict=True)
             return [
                 wrk_argv(
                     wrk=setup.wrk,
@@ -526,7 +589,15 @@ def measure(
                     gid_prefix=f"{setup.run_id}-{prefix}-{name}-s{i + 1}",
                     branch_url=branch_url,
                 )
-                for i, (port, share) in enumerate(zip(ports, split(clients, servers), strict=True))
+                if protocol == "http"
+                else grpc_load_argv(
+                    grpc_port=grpc_port,
+                    clients=share,
+                    seconds=seconds,
+                    gid_prefix=f"{setup.run_id}-{prefix}-{name}-s{i + 1}",
+                    branch_url=branch_url,
+                )
+                for i, (port, grpc_port, share) in enumerate(shares)
             ]
 
         if setup.warmup > 0:
@@ -535,7 +606,9 @@ def measure(
         server_cpu = cpu_seconds(server_pids)
         stub_cpu = cpu_seconds([stub_pid]) if stub_pid is not None else 0.0
         store_cpu = cpu_seconds(store_pids)
+        load_cpu = children_cpu_seconds()
         parts = run_wrks(argvs(setup.duration, "m"), seconds=setup.duration)
+        load_cpu = children_cpu_seconds() - load_cpu
         server_cpu = cpu_seconds(server_pids) - server_cpu
         stub_cpu = cpu_seconds([stub_pid]) - stub_cpu if stub_pid is not None else 0.0
         store_cpu = cpu_seconds(store_pids) - store_cpu
@@ -544,22 +617,27 @@ def measure(
                 raise SystemExit(f"bench: DTM server {i + 1} ({name}) exited: {proc.returncode}")
     finally:
         children.stop(procs)
+    if protocol == "grpc":
+        # grpc_load.py reports its CPU over the measured calls alone, without its start-up.
+        load_cpu = sum(float(p["cpu_s"]) for p in parts)
     return RunResult(
         store=store,
         servers=servers,
         mode=mode,
         clients=clients,
+        protocol=protocol,
         seconds=max(float(p["duration_s"]) for p in parts),
         requests=sum(int(p["requests"]) for p in parts),
         ok=sum(int(p["ok"]) for p in parts),
-        non200=sum(int(p["non200"]) for p in parts),
-        socket_errors=sum(int(p["socket_errors"]) for p in parts),
+        non200=sum(int(p.get("non200", p.get("errors", "0"))) for p in parts),
+        socket_errors=sum(int(p.get("socket_errors", "0")) for p in parts),
         ok_per_s=sum(float(p["ok_rps"]) for p in parts),
         p50_ms=max(float(p["p50_ms"]) for p in parts),
         p99_ms=max(float(p["p99_ms"]) for p in parts),
         server_cpu_s=server_cpu,
         stub_cpu_s=stub_cpu if stub_pid is not None else None,
         store_cpu_s=store_cpu if store_pids else None,
+        load_cpu_s=load_cpu,
         first_bad=next((p["first_bad"] for p in parts if "first_bad" in p), None),
     )
 
@@ -593,27 +671,40 @@ def main() -> None:
     results: list[RunResult] = []
     load_before = os.getloadavg()
     try:
-        stub_pid: int | None = None
-        stub_url = ""
+        # protocol -> (stub pid, the steps' URL) for the stub mode
+        stubs: dict[str, tuple[int, str]] = {}
         avoid: set[int] = set()
         if "stub" in args.modes:
-            stub_port = free_port(args.stub_port)
-            stub_log = tmp / "stub.log"
-            stub = children.start(
-                [sys.executable, str(STUB_SCRIPT), "--host", HOST, "--port", str(stub_port)],
-                log=stub_log,
-            )
-            wait_until(lambda: accepts(stub_port), stub, stub_log, "the stub")
-            stub_pid, avoid = stub.pid, {stub_port}
-            stub_url = f"http://{HOST}:{stub_port}/api/busi/step"
-            print(f"bench: stub pid {stub.pid} on {HOST}:{stub_port}", file=sys.stderr)
+            for protocol in args.protocols:
+                script = STUB_SCRIPT if protocol == "http" else GRPC_STUB_SCRIPT
+                stub_port = free_port(args.stub_port, avoid=avoid)
+                stub_log = tmp / f"stub-{protocol}.log"
+                stub = children.start(
+                    [sys.executable, str(script), "--host", HOST, "--port", str(stub_port)],
+                    log=stub_log,
+                )
+                wait_until(
+                    functools.partial(accepts, stub_port), stub, stub_log, f"the {protocol} stub"
+                )
+                avoid.add(stub_port)
+                stubs[protocol] = (
+                    stub.pid,
+                    f"http://{HOST}:{stub_port}/api/busi/step"
+                    if protocol == "http"
+                    else f"{HOST}:{stub_port}/busi.Busi/Step",
+                )
+                print(
+                    f"bench: {protocol} stub pid {stub.pid} on {HOST}:{stub_port}",
+                    file=sys.stderr,
+                )
 
         for store in args.stores:
             store_pids = listener_pids(STORE_PORTS[store]) if store in STORE_PORTS else []
             try:
-                for servers, mode, clients in itertools.product(
-                    args.servers, args.modes, args.clients
+                for servers, mode, clients, protocol in itertools.product(
+                    args.servers, args.modes, args.clients, args.protocols
                 ):
+                    stub_pid, stub_url = stubs[protocol] if mode == "stub" else (None, "")
                     result = measure(
                         setup,
                         children,
@@ -621,14 +712,15 @@ def main() -> None:
                         servers=servers,
                         mode=mode,
                         clients=clients,
-                        branch_url=stub_url if mode == "stub" else "",
-                        stub_pid=stub_pid if mode == "stub" else None,
+                        protocol=protocol,
+                        branch_url=stub_url,
+                        stub_pid=stub_pid,
                         store_pids=store_pids,
                         avoid=avoid,
                     )
                     results.append(result)
                     print(
-                        f"bench: {store} x{servers} {mode} x{clients}: "
+                        f"bench: {store} x{servers} {mode} x{clients} {protocol}: "
                         f"{result.ok_per_s:,.0f} tx/s, {result.errors} errors",
                         file=sys.stderr,
                     )
@@ -647,7 +739,11 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
     print_table(
-        results, duration=args.duration, load=(*load_before, *os.getloadavg()), modes=args.modes
+        results,
+        duration=args.duration,
+        load=(*load_before, *os.getloadavg()),
+        modes=args.modes,
+        protocols=args.protocols,
     )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
@@ -659,26 +755,41 @@ def print_table(
     duration: float,
     load: tuple[float, ...],
     modes: list[str],
+    protocols: list[str],
 ) -> None:
     print(
         f"\n2-step sagas, wait_result on, {duration:g} s per run on an empty store, "
-        f"{os.cpu_count()} cores shared by servers, store, stub and wrk; load average "
+        f"{os.cpu_count()} cores shared by servers, store, stub and load generator; load average "
         f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} before, "
         f"{load[3]:.2f}/{load[4]:.2f}/{load[5]:.2f} after (1/5/15 min). With 2 servers: tx/s "
         "and errors summed over both, p50/p99 the worse of the two, CPU both servers'.\n"
     )
     stub = "stub" in modes
+    # The protocol and load CPU columns only when gRPC is measured, so HTTP-only tables
+    # stay as before.
+    both = "grpc" in protocols
     print(
-        "| store | servers | mode | clients | tx/s | p50 ms | p99 ms | errors "
-        "| server CPU µs/tx | store CPU µs/tx |" + (" stub CPU µs/tx |" if stub else "")
+        "| store | servers | mode | clients |"
+        + (" protocol |" if both else "")
+        + " tx/s | p50 ms | p99 ms | errors | server CPU µs/tx | store CPU µs/tx |"
+        + (" stub CPU µs/tx |" if stub else "")
+        + (" load CPU µs/tx |" if both else "")
     )
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if stub else ""))
+    print(
+        "|---|---:|---|---:|"
+        + ("---|" if both else "")
+        + "---:|---:|---:|---:|---:|---:|"
+        + ("---:|" if stub else "")
+        + ("---:|" if both else "")
+    )
     for r in results:
         print(
-            f"| {r.store} | {r.servers} | {r.mode} | {r.clients} | {r.ok_per_s:,.0f} "
-            f"| {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.cpu_us_per_tx(r.server_cpu_s)} "
-            f"| {r.cpu_us_per_tx(r.store_cpu_s)} |"
+            f"| {r.store} | {r.servers} | {r.mode} | {r.clients} |"
+            + (f" {r.protocol} |" if both else "")
+            + f" {r.ok_per_s:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} "
+            f"| {r.cpu_us_per_tx(r.server_cpu_s)} | {r.cpu_us_per_tx(r.store_cpu_s)} |"
             + (f" {r.cpu_us_per_tx(r.stub_cpu_s)} |" if stub else "")
+            + (f" {r.cpu_us_per_tx(r.load_cpu_s)} |" if both else "")
         )
 
 
