@@ -9,11 +9,23 @@ the top-level module of the connection's class (`sqlite3`, `pymysql`, `psycopg`)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
-__all__ = ["DIALECTS", "Dialect", "begin", "detect_dialect", "get_dialect", "in_transaction"]
+__all__ = [
+    "BARRIER_COLUMNS",
+    "DIALECTS",
+    "Dialect",
+    "begin",
+    "detect_dialect",
+    "get_dialect",
+    "in_transaction",
+    "insert_barrier_sql",
+    "select_reason_sql",
+    "vendor_dialect",
+]
 
 # Identifiers cannot be bound as parameters, so a table name is checked against this before
 # it is put into SQL text: one or two plain identifiers, `table` or `schema.table`.
@@ -145,3 +157,48 @@ def begin(conn: Any, dialect: Dialect) -> None:
         cur.execute(dialect.begin)
     finally:
         cur.close()
+
+
+# The names SQLAlchemy dialects (`engine.dialect.name`) and Django backends
+# (`connection.vendor`) give the databases the barrier supports.
+_VENDOR_DIALECT: Final = {
+    "sqlite": "sqlite",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+}
+
+
+def vendor_dialect(vendor: str, dialect: str | None = None) -> Dialect:
+    """`dialect` if given, else the dialect of a SQLAlchemy dialect or Django vendor name."""
+    if dialect is not None:
+        return get_dialect(dialect)
+    if vendor not in _VENDOR_DIALECT:
+        raise ValueError(
+            f"no barrier dialect for database {vendor!r}: pass dialect= one of {sorted(DIALECTS)}"
+        )
+    return DIALECTS[_VENDOR_DIALECT[vendor]]
+
+
+BARRIER_COLUMNS: Final = ("trans_type", "gid", "branch_id", "op", "barrier_id", "reason")
+"""The columns of one barrier row, in the order `insert_barrier_sql` takes their markers."""
+
+
+def insert_barrier_sql(dialect: Dialect, table: str, marks: Sequence[str]) -> str:
+    """The dialect's insert-ignore of one barrier row, with `marks` as the parameter markers
+    of `BARRIER_COLUMNS` (e.g. `:gid` for SQLAlchemy's `text()`). `table` must be checked."""
+    if len(marks) != len(BARRIER_COLUMNS):
+        raise ValueError(f"a barrier row has {len(BARRIER_COLUMNS)} columns")
+    values = f"({', '.join(BARRIER_COLUMNS)}) values ({', '.join(marks)})"
+    return dialect.insert_ignore.format(table=table, values=values)
+
+
+def select_reason_sql(table: str, marks: Sequence[str]) -> str:
+    """The query of one barrier row's reason; `marks` are the markers of gid, branch_id, op
+    and barrier_id. `table` must be checked."""
+    gid, branch_id, op, barrier_id = marks
+    return (
+        f"select reason from {table} "
+        f"where gid={gid} and branch_id={branch_id} and op={op} and barrier_id={barrier_id}"
+    )

@@ -6,13 +6,17 @@ drive an operation through their transport (`submit`, `prepare`, `call_branch`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple, Self, TypedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, Self, TypedDict, TypeVar
 
 import msgspec
 
+from dtm.barrier import BranchBarrier, Connection, TransactionStateError
 from dtm.client._core import HttpResponse, Op, Trans, encode_json, options_of
 from dtm.protocol import consts
+
+C = TypeVar("C", bound=Connection)
+T = TypeVar("T")
 
 
 class TransOptionsArgs(TypedDict, total=False):
@@ -164,6 +168,46 @@ class MsgBuilder:
 
     def _submit(self) -> Op[None]:
         yield from self._trans.call("submit")
+
+    def _abort(self) -> Op[None]:
+        yield from self._trans.call("abort")
+
+    def _barrier(self, *, dialect: str | None, table: str | None) -> BranchBarrier:
+        """The barrier of the message's local transaction: branch "00", op "msg" (its
+        first call inserts barrier "01", the row a check-back looks for), as upstream."""
+        return BranchBarrier(
+            self._trans.trans_type,
+            self._trans.gid,
+            consts.CHECKBACK_BRANCH_ID,
+            consts.OP_MSG,
+            dialect=dialect,
+            table=table,
+        )
+
+    def _check_prepared(self, query_prepared: str) -> Op[HttpResponse]:
+        """Ask the application's own `query_prepared` whether the local transaction
+        committed, exactly as the server's check-back would: 200 committed, 409 FAILURE
+        rolled back (`FailureError`), anything else unknown."""
+        return (
+            yield from self._trans.request_branch(
+                "GET",
+                query_prepared or self._trans.query_prepared,
+                None,
+                consts.CHECKBACK_BRANCH_ID,
+                consts.OP_MSG,
+            )
+        )
+
+
+def run_msg_local(barrier: BranchBarrier, conn: C, fn: Callable[[C], T]) -> T | None:
+    """A message's local transaction under its barrier, committed once: by the barrier
+    (`call`) when `conn` has no transaction open, else by the caller, the barrier working in
+    a savepoint (`call_in_transaction`)."""
+    try:
+        return barrier.call(conn, fn)
+    except TransactionStateError:
+        # `call` refuses before doing anything when a transaction is open.
+        return barrier.call_in_transaction(conn, fn)
 
 
 class TccCore:

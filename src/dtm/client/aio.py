@@ -7,12 +7,14 @@ that the two keep the same shape).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar, Unpack
 
+from dtm.barrier import BranchBarrier, Connection
 from dtm.client import _core
 from dtm.client._core import HttpResponse, Op, QueryResult
 from dtm.client._modes import (
@@ -25,14 +27,16 @@ from dtm.client._modes import (
     finish_global,
     new_trans,
     register_xa,
+    run_msg_local,
     tcc_from_query,
 )
 from dtm.client._settings import ClientSettings
 from dtm.client._transport import AsyncTransport
-from dtm.errors import DtmError
+from dtm.errors import DtmError, FailureError
 from dtm.protocol import consts
 
 T = TypeVar("T")
+C = TypeVar("C", bound=Connection)
 P = ParamSpec("P")
 
 
@@ -194,6 +198,63 @@ class AsyncMsg(MsgBuilder):
     async def submit(self) -> None:
         """Phase two (or the only phase): the server delivers every step."""
         await self._client._run(self._submit())
+
+    async def do_and_submit(
+        self,
+        query_prepared: str,
+        fn: Callable[[BranchBarrier], Awaitable[T]],
+        *,
+        dialect: str | None = None,
+        table: str | None = None,
+    ) -> T:
+        """Prepare, await the local transaction `fn(barrier)`, then submit (upstream's
+        DoAndSubmit); `barrier` is branch "00", op "msg", for the caller's own barrier
+        code. On `FailureError` the message is aborted; on any other exception
+        `query_prepared` is asked as the server would: rolled back -> abort, committed ->
+        submit, no answer -> left prepared. `fn`'s exception is then re-raised."""
+        await self.prepare(query_prepared)
+        barrier = self._barrier(dialect=dialect, table=table)
+        try:
+            result = await fn(barrier)
+        except Exception as exc:
+            await self._settle(query_prepared, exc)
+            raise
+        await self.submit()
+        return result
+
+    async def do_and_submit_db(
+        self,
+        query_prepared: str,
+        conn: C,
+        fn: Callable[[C], T],
+        *,
+        dialect: str | None = None,
+        table: str | None = None,
+    ) -> T | None:
+        """`do_and_submit` with `fn(conn)` run under the barrier on a blocking DB-API
+        connection, in a worker thread so the event loop is not blocked; committed once,
+        as the blocking client's `do_and_submit_db` (see there)."""
+
+        async def local(barrier: BranchBarrier) -> T | None:
+            return await asyncio.to_thread(run_msg_local, barrier, conn, fn)
+
+        return await self.do_and_submit(query_prepared, local, dialect=dialect, table=table)
+
+    async def _settle(self, query_prepared: str, error: Exception) -> None:
+        """After the local transaction raised `error`: abort or submit, as far as known."""
+        try:
+            if not isinstance(error, FailureError):
+                try:
+                    await self._client._run(self._check_prepared(query_prepared))
+                except FailureError:
+                    pass
+                else:
+                    await self.submit()
+                    return
+            await self._client._run(self._abort())
+        except DtmError as settle_error:
+            # Unknown or unreachable: the server's check-back settles the message later.
+            error.add_note(f"message {self.gid} left prepared: {settle_error}")
 
 
 class AsyncTcc(TccCore):

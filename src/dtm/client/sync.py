@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar, Unpack
 
+from dtm.barrier import BranchBarrier, Connection
 from dtm.client import _core
 from dtm.client._core import HttpResponse, Op, QueryResult
 from dtm.client._modes import (
@@ -25,15 +26,17 @@ from dtm.client._modes import (
     finish_global,
     new_trans,
     register_xa,
+    run_msg_local,
     tcc_from_query,
 )
 from dtm.client._settings import ClientSettings
 from dtm.client._transport import SyncTransport
-from dtm.errors import DtmError
+from dtm.errors import DtmError, FailureError
 from dtm.protocol import consts
 
 T = TypeVar("T")
 P = ParamSpec("P")
+C = TypeVar("C", bound=Connection)
 
 
 class DtmClient:
@@ -188,6 +191,75 @@ class Msg(MsgBuilder):
     def submit(self) -> None:
         """Phase two (or the only phase): the server delivers every step."""
         self._client._run(self._submit())
+
+    def do_and_submit(
+        self,
+        query_prepared: str,
+        fn: Callable[[BranchBarrier], T],
+        *,
+        dialect: str | None = None,
+        table: str | None = None,
+    ) -> T:
+        """Prepare, run the local transaction `fn(barrier)`, then submit: upstream's
+        DoAndSubmit, for a local transaction run under `barrier` (branch "00", op "msg").
+
+        When `fn` raises `FailureError` the message is aborted. When it raises anything
+        else the outcome is unknown (it may have committed before the error), so this asks
+        `query_prepared` as the server would: rolled back -> abort, committed -> submit, no
+        answer -> left prepared for the server's own check-back. `fn`'s exception is then
+        re-raised; `fn`'s result is returned after a successful submit.
+        """
+        self.prepare(query_prepared)
+        barrier = self._barrier(dialect=dialect, table=table)
+        try:
+            result = fn(barrier)
+        except Exception as exc:
+            self._settle(query_prepared, exc)
+            raise
+        self.submit()
+        return result
+
+    def do_and_submit_db(
+        self,
+        query_prepared: str,
+        conn: C,
+        fn: Callable[[C], T],
+        *,
+        dialect: str | None = None,
+        table: str | None = None,
+    ) -> T | None:
+        """`do_and_submit` with `fn(conn)` run under the barrier on a DB-API connection
+        (upstream's DoAndSubmitDB); returns `fn`'s result.
+
+        Without a transaction open on `conn`, the barrier owns one and commits it before the
+        submit. With one open (say the message is sent from inside another branch's
+        barrier), the barrier works in a savepoint and does not commit: the caller's commit
+        is the only one. The message is submitted before that commit then, so if the caller
+        may still roll back, prefer `prepare` + `call_in_transaction` and submit after the
+        commit (or leave the message to the server's check-back).
+        """
+        return self.do_and_submit(
+            query_prepared,
+            lambda barrier: run_msg_local(barrier, conn, fn),
+            dialect=dialect,
+            table=table,
+        )
+
+    def _settle(self, query_prepared: str, error: Exception) -> None:
+        """After the local transaction raised `error`: abort or submit, as far as known."""
+        try:
+            if not isinstance(error, FailureError):
+                try:
+                    self._client._run(self._check_prepared(query_prepared))
+                except FailureError:
+                    pass
+                else:
+                    self.submit()
+                    return
+            self._client._run(self._abort())
+        except DtmError as settle_error:
+            # Unknown or unreachable: the server's check-back settles the message later.
+            error.add_note(f"message {self.gid} left prepared: {settle_error}")
 
 
 class Tcc(TccCore):
