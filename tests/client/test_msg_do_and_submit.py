@@ -175,6 +175,20 @@ def test_nested_in_an_outer_transaction_commits_once(
     busi.wait_calls("m1", 1)
 
 
+def test_nested_message_is_not_sent_when_the_outer_transaction_rolls_back(
+    client: DtmClient, dtm: DtmServer, busi: Endpoints, app: App, gid: str
+) -> None:
+    conn = app.connect()
+    conn.execute("begin immediate")
+    msg = client.msg(gid, timeout_to_fail=1).add(busi.url("m1"), {})
+    msg.do_and_submit_db(app.url, conn, app.deposit)
+    assert dtm.status(gid) == "prepared"  # the caller's transaction decides, not this call
+    conn.rollback()
+    dtm.wait_status(gid, "failed")  # the server's check-back found nothing committed
+    assert busi.calls("m1") == []
+    assert app.amount() == 0
+
+
 def test_repeated_local_transaction_is_a_duplicate(
     client: DtmClient, dtm: DtmServer, busi: Endpoints, app: App, gid: str
 ) -> None:

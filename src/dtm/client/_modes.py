@@ -199,15 +199,15 @@ class MsgBuilder:
         )
 
 
-def run_msg_local(barrier: BranchBarrier, conn: C, fn: Callable[[C], T]) -> T | None:
-    """A message's local transaction under its barrier, committed once: by the barrier
-    (`call`) when `conn` has no transaction open, else by the caller, the barrier working in
-    a savepoint (`call_in_transaction`)."""
+def run_msg_local(barrier: BranchBarrier, conn: C, fn: Callable[[C], T]) -> tuple[T | None, bool]:
+    """A message's local transaction under its barrier, committed once, and whether it is
+    committed yet: by the barrier (`call`) when `conn` has no transaction open, else later by
+    the caller, the barrier working in a savepoint (`call_in_transaction`)."""
     try:
-        return barrier.call(conn, fn)
+        return barrier.call(conn, fn), True
     except TransactionStateError:
         # `call` refuses before doing anything when a transaction is open.
-        return barrier.call_in_transaction(conn, fn)
+        return barrier.call_in_transaction(conn, fn), False
 
 
 class TccCore:

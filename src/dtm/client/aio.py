@@ -212,14 +212,11 @@ class AsyncMsg(MsgBuilder):
         code. On `FailureError` the message is aborted; on any other exception
         `query_prepared` is asked as the server would: rolled back -> abort, committed ->
         submit, no answer -> left prepared. `fn`'s exception is then re-raised."""
-        await self.prepare(query_prepared)
-        barrier = self._barrier(dialect=dialect, table=table)
-        try:
-            result = await fn(barrier)
-        except Exception as exc:
-            await self._settle(query_prepared, exc)
-            raise
-        await self.submit()
+
+        async def local(barrier: BranchBarrier) -> tuple[T, bool]:
+            return await fn(barrier), True
+
+        result, _ = await self._do(query_prepared, local, dialect, table)
         return result
 
     async def do_and_submit_db(
@@ -233,12 +230,33 @@ class AsyncMsg(MsgBuilder):
     ) -> T | None:
         """`do_and_submit` with `fn(conn)` run under the barrier on a blocking DB-API
         connection, in a worker thread so the event loop is not blocked; committed once,
+        and left to the server's check-back when the caller's transaction is still open,
         as the blocking client's `do_and_submit_db` (see there)."""
 
-        async def local(barrier: BranchBarrier) -> T | None:
+        async def local(barrier: BranchBarrier) -> tuple[T | None, bool]:
             return await asyncio.to_thread(run_msg_local, barrier, conn, fn)
 
-        return await self.do_and_submit(query_prepared, local, dialect=dialect, table=table)
+        result, _ = await self._do(query_prepared, local, dialect, table)
+        return result
+
+    async def _do(
+        self,
+        query_prepared: str,
+        local: Callable[[BranchBarrier], Awaitable[tuple[T, bool]]],
+        dialect: str | None,
+        table: str | None,
+    ) -> tuple[T, bool]:
+        """Prepare, run the local transaction, then submit it when it is committed."""
+        await self.prepare(query_prepared)
+        barrier = self._barrier(dialect=dialect, table=table)
+        try:
+            result, committed = await local(barrier)
+        except Exception as exc:
+            await self._settle(query_prepared, exc)
+            raise
+        if committed:
+            await self.submit()
+        return result, committed
 
     async def _settle(self, query_prepared: str, error: Exception) -> None:
         """After the local transaction raised `error`: abort or submit, as far as known."""

@@ -209,14 +209,7 @@ class Msg(MsgBuilder):
         answer -> left prepared for the server's own check-back. `fn`'s exception is then
         re-raised; `fn`'s result is returned after a successful submit.
         """
-        self.prepare(query_prepared)
-        barrier = self._barrier(dialect=dialect, table=table)
-        try:
-            result = fn(barrier)
-        except Exception as exc:
-            self._settle(query_prepared, exc)
-            raise
-        self.submit()
+        result, _ = self._do(query_prepared, lambda b: (fn(b), True), dialect, table)
         return result
 
     def do_and_submit_db(
@@ -233,17 +226,32 @@ class Msg(MsgBuilder):
 
         Without a transaction open on `conn`, the barrier owns one and commits it before the
         submit. With one open (say the message is sent from inside another branch's
-        barrier), the barrier works in a savepoint and does not commit: the caller's commit
-        is the only one. The message is submitted before that commit then, so if the caller
-        may still roll back, prefer `prepare` + `call_in_transaction` and submit after the
-        commit (or leave the message to the server's check-back).
+        barrier), the barrier works in a savepoint and commits nothing: the caller's commit
+        is the only one, and as the caller may still roll back, the message is not submitted
+        here but left prepared: the server's check-back asks `query_prepared` and submits it
+        once the caller has committed, or fails it if the caller rolled back.
         """
-        return self.do_and_submit(
-            query_prepared,
-            lambda barrier: run_msg_local(barrier, conn, fn),
-            dialect=dialect,
-            table=table,
-        )
+        result, _ = self._do(query_prepared, lambda b: run_msg_local(b, conn, fn), dialect, table)
+        return result
+
+    def _do(
+        self,
+        query_prepared: str,
+        local: Callable[[BranchBarrier], tuple[T, bool]],
+        dialect: str | None,
+        table: str | None,
+    ) -> tuple[T, bool]:
+        """Prepare, run the local transaction, then submit it when it is committed."""
+        self.prepare(query_prepared)
+        barrier = self._barrier(dialect=dialect, table=table)
+        try:
+            result, committed = local(barrier)
+        except Exception as exc:
+            self._settle(query_prepared, exc)
+            raise
+        if committed:
+            self.submit()
+        return result, committed
 
     def _settle(self, query_prepared: str, error: Exception) -> None:
         """After the local transaction raised `error`: abort or submit, as far as known."""
