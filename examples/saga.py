@@ -11,42 +11,15 @@ compensations and both balances are back where they started.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sqlite3
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
 
+from _bank import AMOUNT, open_bank, parse_args, report, serve, wait_done
 from flask import Flask, request
-from werkzeug.serving import make_server
 
 from dtm import DtmClient, FailureError
-from dtm.barrier import create_table
 from dtm.web.flask import branch_barrier, dtm_branch
-
-AMOUNT = 30
-START = 100
-WAIT_LIMIT = 30.0  # seconds to wait for the transaction to finish
-
-
-def open_bank(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("create table account (id integer primary key, balance integer not null)")
-        conn.executemany("insert into account values (?, ?)", [(1, START), (2, START)])
-    create_table(conn)  # the barrier's own table, in the same database as the balances
-    conn.close()
-
-
-def balances(path: Path) -> dict[int, int]:
-    conn = sqlite3.connect(path)
-    try:
-        return dict(conn.execute("select id, balance from account order by id").fetchall())
-    finally:
-        conn.close()
 
 
 def bank_app(db: Path, *, fail: bool) -> Flask:
@@ -90,34 +63,10 @@ def bank_app(db: Path, *, fail: bool) -> Flask:
     return app
 
 
-def serve(app: Flask) -> str:
-    """Serve `app` in a daemon thread on a free loopback port; its base URL."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}/api"
-
-
-def wait_done(client: DtmClient, gid: str) -> str:
-    """Poll the server until the transaction has finished; its final status."""
-    deadline = time.monotonic() + WAIT_LIMIT
-    while True:
-        trans = client.query(gid).transaction
-        status = trans.status if trans else "unknown"
-        if status in ("succeed", "failed") or time.monotonic() > deadline:
-            return status
-        time.sleep(0.1)
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtm", default="http://localhost:36789/api/dtmsvr")
-    parser.add_argument("--fail", action="store_true", help="make TransIn fail")
-    args = parser.parse_args()
-
-    db = Path(tempfile.mkdtemp()) / "bank.db"
-    open_bank(db)
-    busi = serve(bank_app(db, fail=args.fail))
+    args = parse_args(__doc__, "make TransIn fail")
+    db = open_bank()
+    busi = f"{serve(bank_app(db, fail=args.fail))}/api"
 
     with DtmClient(args.dtm) as client:
         req = {"amount": AMOUNT}
@@ -128,14 +77,7 @@ def main() -> int:
         print(f"saga {saga.gid} submitted")
         status = wait_done(client, saga.gid)
 
-    final = balances(db)
-    print(f"status: {status}")
-    print(f"balances: {final}")
-    if args.fail:
-        expected = ("failed", {1: START, 2: START})
-    else:
-        expected = ("succeed", {1: START - AMOUNT, 2: START + AMOUNT})
-    return 0 if (status, final) == expected else 1
+    return report(db, status, fail=args.fail)
 
 
 if __name__ == "__main__":

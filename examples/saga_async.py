@@ -10,46 +10,19 @@ balances are back where they started.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import socket
 import sqlite3
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
 
-import uvicorn
+from _bank import AMOUNT, open_bank, parse_args, report, serve_asgi, wait_done_async
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dtm import AsyncDtmClient, FailureError
-from dtm.barrier import create_table
 from dtm.web.starlette import add_dtm_exception_handlers, branch_barrier, success
-
-AMOUNT = 30
-START = 100
-WAIT_LIMIT = 30.0  # seconds to wait for the transaction to finish
-
-
-def open_bank(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("create table account (id integer primary key, balance integer not null)")
-        conn.executemany("insert into account values (?, ?)", [(1, START), (2, START)])
-    create_table(conn)  # the barrier's own table, in the same database as the balances
-    conn.close()
-
-
-def balances(path: Path) -> dict[int, int]:
-    conn = sqlite3.connect(path)
-    try:
-        return dict(conn.execute("select id, balance from account order by id").fetchall())
-    finally:
-        conn.close()
 
 
 def bank_app(db: Path, *, fail: bool) -> Starlette:
@@ -101,34 +74,9 @@ def bank_app(db: Path, *, fail: bool) -> Starlette:
     return app
 
 
-def serve(app: Starlette) -> str:
-    """Serve `app` with uvicorn in a daemon thread on a free loopback port; its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return f"http://127.0.0.1:{port}/api"
-
-
-async def wait_done(client: AsyncDtmClient, gid: str) -> str:
-    """Poll the server until the transaction has finished; its final status."""
-    deadline = time.monotonic() + WAIT_LIMIT
-    while True:
-        trans = (await client.query(gid)).transaction
-        status = trans.status if trans else "unknown"
-        if status in ("succeed", "failed") or time.monotonic() > deadline:
-            return status
-        await asyncio.sleep(0.1)
-
-
 async def run(dtm: str, *, fail: bool) -> int:
-    db = Path(tempfile.mkdtemp()) / "bank.db"
-    open_bank(db)
-    busi = serve(bank_app(db, fail=fail))
+    db = open_bank()
+    busi = f"{serve_asgi(bank_app(db, fail=fail))}/api"
 
     async with AsyncDtmClient(dtm) as client:
         req = {"amount": AMOUNT}
@@ -137,23 +85,13 @@ async def run(dtm: str, *, fail: bool) -> int:
         saga.add(f"{busi}/TransIn", f"{busi}/TransInCompensate", req)
         await saga.submit()
         print(f"saga {saga.gid} submitted")
-        status = await wait_done(client, saga.gid)
+        status = await wait_done_async(client, saga.gid)
 
-    final = balances(db)
-    print(f"status: {status}")
-    print(f"balances: {final}")
-    if fail:
-        expected = ("failed", {1: START, 2: START})
-    else:
-        expected = ("succeed", {1: START - AMOUNT, 2: START + AMOUNT})
-    return 0 if (status, final) == expected else 1
+    return report(db, status, fail=fail)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtm", default="http://localhost:36789/api/dtmsvr")
-    parser.add_argument("--fail", action="store_true", help="make TransIn fail")
-    args = parser.parse_args()
+    args = parse_args(__doc__, "make TransIn fail")
     return asyncio.run(run(args.dtm, fail=args.fail))
 
 

@@ -14,44 +14,17 @@ workflow: recorded branch results are replayed instead of called again.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 import sqlite3
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
 
+from _bank import AMOUNT, open_bank, parse_args, report, serve, wait_done_async
 from flask import Flask, Response, request
-from werkzeug.serving import make_server
 
 from dtm import AsyncDtmClient, FailureError
-from dtm.barrier import create_table
 from dtm.web.flask import branch_barrier, dtm_branch
 from dtm.workflow import Phase2, Workflow, Workflows
-
-AMOUNT = 30
-START = 100
-WAIT_LIMIT = 30.0  # seconds to wait for the transaction to finish
-
-
-def open_bank(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("create table account (id integer primary key, balance integer not null)")
-        conn.executemany("insert into account values (?, ?)", [(1, START), (2, START)])
-    create_table(conn)  # the barrier's own table, in the same database as the balances
-    conn.close()
-
-
-def balances(path: Path) -> dict[int, int]:
-    conn = sqlite3.connect(path)
-    try:
-        return dict(conn.execute("select id, balance from account order by id").fetchall())
-    finally:
-        conn.close()
 
 
 def add_callback(app: Flask, workflows: Workflows, loop: asyncio.AbstractEventLoop) -> None:
@@ -108,28 +81,8 @@ def bank_app(db: Path, *, fail: bool) -> Flask:
     return app
 
 
-def serve(app: Flask) -> str:
-    """Serve `app` in a daemon thread on a free loopback port; its base URL."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}"
-
-
-async def wait_done(client: AsyncDtmClient, gid: str) -> str:
-    """Poll the server until the transaction has finished; its final status."""
-    deadline = time.monotonic() + WAIT_LIMIT
-    while True:
-        trans = (await client.query(gid)).transaction
-        status = trans.status if trans else "unknown"
-        if status in ("succeed", "failed") or time.monotonic() > deadline:
-            return status
-        await asyncio.sleep(0.1)
-
-
 async def run(dtm: str, *, fail: bool) -> int:
-    db = Path(tempfile.mkdtemp()) / "bank.db"
-    open_bank(db)
+    db = open_bank()
     app = bank_app(db, fail=fail)
     root = serve(app)
     busi = f"{root}/api"
@@ -159,23 +112,13 @@ async def run(dtm: str, *, fail: bool) -> int:
             print(f"workflow {gid} finished: {result.decode()}")
         except FailureError as exc:
             print(f"workflow {gid} rolled back: {exc}")
-        status = await wait_done(client, gid)
+        status = await wait_done_async(client, gid)
 
-    final = balances(db)
-    print(f"status: {status}")
-    print(f"balances: {final}")
-    if fail:
-        expected = ("failed", {1: START, 2: START})
-    else:
-        expected = ("succeed", {1: START - AMOUNT, 2: START + AMOUNT})
-    return 0 if (status, final) == expected else 1
+    return report(db, status, fail=fail)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtm", default="http://localhost:36789/api/dtmsvr")
-    parser.add_argument("--fail", action="store_true", help="make TransIn fail")
-    args = parser.parse_args()
+    args = parse_args(__doc__, "make TransIn fail")
     return asyncio.run(run(args.dtm, fail=args.fail))
 
 
