@@ -50,6 +50,7 @@ from dtm.server.stores.base import (
 )
 from dtm.server.stores.rows import (
     branch_from_row,
+    find_kv_query,
     global_from_row,
     kv_from_row,
     next_position,
@@ -605,18 +606,8 @@ class MysqlStore(Store):
     # --- key-value pairs ------------------------------------------------------------
 
     async def find_kv(self, cat: str, key: str) -> list[KV]:
-        conditions: list[str] = []
-        args: list[object] = []
-        if cat:
-            conditions.append("cat = %s")
-            args.append(cat)
-        if key:
-            conditions.append("k = %s")
-            args.append(key)
-        sql = f"SELECT {_KV_COLUMNS} FROM kv"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        [result] = await self._read(f"{sql} ORDER BY id", args or None)
+        sql, values = find_kv_query(_KV_COLUMNS, cat, key, lambda _: "%s")
+        [result] = await self._read(sql, values or None)
         return [kv_from_row(row, _time) for row in result.rows]
 
     async def scan_kv(self, cat: str, *, position: str, limit: int) -> tuple[list[KV], str]:

@@ -39,6 +39,7 @@ from dtm.server.stores.base import (
 )
 from dtm.server.stores.rows import (
     branch_from_row,
+    find_kv_query,
     global_from_row,
     kv_from_row,
     next_position,
@@ -538,16 +539,8 @@ class PostgresStore(Store):
     # --- key-value pairs (topics) --------------------------------------------------
 
     async def find_kv(self, cat: str, key: str) -> list[KV]:
-        conditions: list[str] = []
-        values: list[str] = []
-        for column, value in (("cat", cat), ("k", key)):
-            if value:
-                values.append(value)
-                conditions.append(f"{column} = ${len(values)}")
-        sql = f"SELECT {_KV_COLUMNS} FROM kv"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        return [kv_from_row(row) for row in await self._fetch(f"{sql} ORDER BY id", *values)]
+        sql, values = find_kv_query(_KV_COLUMNS, cat, key, lambda n: f"${n}")
+        return [kv_from_row(row) for row in await self._fetch(sql, *values)]
 
     async def scan_kv(self, cat: str, *, position: str, limit: int) -> tuple[list[KV], str]:
         before = parse_position(position)

@@ -84,6 +84,21 @@ def kv_from_row(row: Row, time: TimeOf = _same) -> KV:
     )
 
 
+def find_kv_query(
+    columns: str, cat: str, key: str, mark: Callable[[int], str]
+) -> tuple[str, list[str]]:
+    """The SELECT of `find_kv` ("" matches any category or key) and its values; `mark(n)`
+    is the driver's placeholder for the n-th value."""
+    conditions: list[str] = []
+    values: list[str] = []
+    for column, value in (("cat", cat), ("k", key)):
+        if value:
+            values.append(value)
+            conditions.append(f"{column} = {mark(len(values))}")
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    return f"SELECT {columns} FROM kv{where} ORDER BY id", values
+
+
 def next_position(ids: Sequence[int], limit: int) -> str:
     """Upstream's paging: the last id returned, or "" once a page comes back short."""
     return str(ids[-1]) if ids and len(ids) >= limit else ""

@@ -19,6 +19,7 @@ from dtm.protocol.records import KV, TransBranch, TransGlobal
 from dtm.server.stores.base import Page, Progress, ScanFilter, Store
 from dtm.server.stores.rows import (
     branch_from_row,
+    find_kv_query,
     global_from_row,
     kv_from_row,
     next_position,
@@ -285,21 +286,8 @@ def _scan(tx: Tx, before: int | None, limit: int, where: ScanFilter) -> list[Tra
 
 
 def _find_kv(tx: Tx, cat: str, key: str) -> list[KV]:
-    conditions: list[str] = []
-    values: list[str] = []
-    if cat:
-        conditions.append("cat = ?")
-        values.append(cat)
-    if key:
-        conditions.append("k = ?")
-        values.append(key)
-    sql = f"SELECT {_KV_COLUMNS} FROM kv"
-    if conditions:
-        sql += " WHERE " + " AND ".join(conditions)
-    return [
-        kv_from_row(row, parse_time)
-        for row in tx.cur.execute(f"{sql} ORDER BY id", values).fetchall()
-    ]
+    sql, values = find_kv_query(_KV_COLUMNS, cat, key, lambda _: "?")
+    return [kv_from_row(row, parse_time) for row in tx.cur.execute(sql, values).fetchall()]
 
 
 def _scan_kv(tx: Tx, cat: str, before: int | None, limit: int) -> list[KV]:
