@@ -1,5 +1,5 @@
-"""Shared fixtures: one fast-timed DTM server for the session, a fresh business stub
-state for each test, and a private server for tests that kill or reconfigure it."""
+"""Shared fixtures: one fast-timed DTM server for the session, fresh HTTP and gRPC business
+stub state for each test, and a private server for tests that kill or reconfigure it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.grpc_busi import GrpcBusiness, GrpcEndpoints
 from tests.harness import Business, DtmServer, Endpoints
 
 
@@ -23,6 +24,19 @@ def busi_service() -> Iterator[Business]:
 @pytest.fixture
 def busi(busi_service: Business) -> Endpoints:
     return Endpoints(busi_service)
+
+
+@pytest.fixture(scope="session")
+def grpc_busi_service() -> Iterator[GrpcBusiness]:
+    stub = GrpcBusiness()
+    yield stub
+    stub.close()
+
+
+@pytest.fixture
+def gbusi(grpc_busi_service: GrpcBusiness) -> GrpcEndpoints:
+    """The gRPC business stub, with method names private to the test."""
+    return GrpcEndpoints(grpc_busi_service)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import grpc.aio
 class GrpcAnswer:
     code: grpc.StatusCode = grpc.StatusCode.OK
     message: str = ""
+    reply: bytes = b""  # the reply message of an OK answer
 
 
 G_OK = GrpcAnswer()
@@ -88,10 +89,11 @@ class GrpcBusiness:
             self._calls.append(call)
             queue = self._answers.get(call.name, [])
             planned = queue.pop(0) if len(queue) > 1 else (queue[0] if queue else G_OK)
-        answer = planned(call) if callable(planned) else planned
+        # A programmed function runs in a thread: it may call this stub again (nested TCC).
+        answer = await asyncio.to_thread(planned, call) if callable(planned) else planned
         if answer.code != grpc.StatusCode.OK:
             await context.abort(answer.code, answer.message)
-        return b""
+        return answer.reply
 
     def url(self, name: str) -> str:
         return f"127.0.0.1:{self.port}/busi.Busi/{name}"

@@ -146,8 +146,12 @@ def test_orders_are_validated() -> None:
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="retry_interval"):
         new_trans("http://d", "g", "saga", retry_interval=-1)
-    with pytest.raises(ValueError, match="dtm_url"):
-        dtm.DtmClient("localhost:36789")
+    for bad in ("localhost", "ftp://h/x", "localhost:36790/api", "localhost:port", ":36790"):
+        with pytest.raises(ValueError, match="dtm_url"):
+            dtm.DtmClient(bad)
+    # upstream dtmgrpc's form, and an explicit scheme, are gRPC addresses
+    assert dtm.DtmClient("localhost:36790").dtm_url == "localhost:36790"
+    assert dtm.DtmClient("grpc://127.0.0.1:36790").dtm_url == "127.0.0.1:36790"
 
 
 def test_an_operation_is_plain_generator_of_requests() -> None:

@@ -17,20 +17,8 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
 
 from dtm.protocol.gen import dtmgimp_pb2 as pb
 from dtm.protocol.gen import dtmgimp_pb2_grpc as pb_grpc
-from tests.grpc_busi import G_FAILURE, G_OK, G_ONGOING, GrpcBusiness, GrpcEndpoints
+from tests.grpc_busi import G_FAILURE, G_OK, G_ONGOING, GrpcEndpoints
 from tests.harness import DtmServer
-
-
-@pytest.fixture(scope="session")
-def grpc_busi_service() -> Iterator[GrpcBusiness]:
-    stub = GrpcBusiness()
-    yield stub
-    stub.close()
-
-
-@pytest.fixture
-def gbusi(grpc_busi_service: GrpcBusiness) -> GrpcEndpoints:
-    return GrpcEndpoints(grpc_busi_service)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from dtm.protocol.consts import (
     OP_ROLLBACK,
     OP_TRY,
 )
+from dtm.protocol.metadata import Metadata, read_metadata
 
 __all__ = ["BranchBarrier", "Connection", "TransactionStateError", "create_table", "ddl"]
 
@@ -108,6 +109,15 @@ class BranchBarrier:
             dialect=dialect,
             table=table,
         )
+
+    @classmethod
+    def from_grpc(
+        cls, metadata: Metadata, *, dialect: str | None = None, table: str | None = None
+    ) -> BranchBarrier:
+        """From a gRPC branch call's metadata (`context.invocation_metadata()`): its
+        `dtm-trans_type`, `dtm-gid`, `dtm-branch_id` and `dtm-op`, as upstream's
+        BarrierFromGrpc."""
+        return cls.from_query(read_metadata(metadata), dialect=dialect, table=table)
 
     def __str__(self) -> str:
         return f"barrier {self.trans_type} {self.gid} {self.branch_id} {self.op}"

@@ -1,9 +1,11 @@
 """The sans-I/O core of the SDK: every request the SDK makes, and how every answer is read.
 
-Nothing here does I/O. An operation is a generator (`Op`) that yields `HttpRequest`s and is
-sent back `HttpResponse`s; the asyncio and the blocking transports only drive it
+Nothing here does I/O. An operation is a generator (`Op`) that yields requests
+(`HttpRequest`, or `GrpcRequest` when the server address is a gRPC one) and is sent back
+their responses; the asyncio and the blocking transports only drive it
 (`dtm.client._transport`). So the protocol (bodies, query parameters, result codes, branch
 ids, the order of calls) is written once and the sync and async clients cannot drift apart.
+The gRPC messages themselves are built in `_grpc`, imported only by gRPC clients.
 """
 
 from __future__ import annotations
@@ -62,8 +64,55 @@ class HttpResponse:
             raise TransportError(f"answer is not JSON: {self.text[:_QUOTED]!r}") from exc
 
 
-Op: TypeAlias = Generator[HttpRequest, HttpResponse, T]
+@dataclass(frozen=True, slots=True)
+class GrpcRequest:
+    """One unary gRPC call whose request and reply messages travel as raw bytes."""
+
+    target: str  # host:port
+    method: str  # /package.Service/Method
+    body: bytes
+    metadata: tuple[tuple[str, str], ...] = ()
+    min_timeout: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcResponse:
+    """A gRPC outcome: the status code's name ("OK", "ABORTED", ...), its details, and the
+    reply message's bytes (empty unless OK). Transports report every status, even
+    "UNAVAILABLE" for a server they could not reach: reading it is the core's job."""
+
+    code: str
+    details: str = ""
+    body: bytes = b""
+
+
+Request: TypeAlias = HttpRequest | GrpcRequest
+Response: TypeAlias = HttpResponse | GrpcResponse
+
+Op: TypeAlias = Generator[Request, Response, T]
 """A protocol operation: yields requests, receives their responses, returns a result."""
+
+
+def exchange(request: HttpRequest) -> Op[HttpResponse]:
+    """Send one HTTP request (as a step of an operation) and take its response."""
+    response = yield request
+    if not isinstance(response, HttpResponse):
+        raise TypeError(f"transport answered an HTTP request with {type(response).__name__}")
+    return response
+
+
+def exchange_grpc(request: GrpcRequest) -> Op[GrpcResponse]:
+    """Make one gRPC call (as a step of an operation) and take its outcome."""
+    response = yield request
+    if not isinstance(response, GrpcResponse):
+        raise TypeError(f"transport answered a gRPC call with {type(response).__name__}")
+    return response
+
+
+def is_grpc(dtm: str) -> bool:
+    """Whether `dtm` is a gRPC server address (`host:port`, upstream's dtmgrpc form) rather
+    than an HTTP API URL."""
+    return "://" not in dtm
 
 
 class QueryResult(msgspec.Struct, kw_only=True):
@@ -131,8 +180,14 @@ def _with_query(url: str, params: Mapping[str, str]) -> str:
 
 
 def new_gid(dtm: str) -> Op[str]:
-    """A gid made by the server (`GET /newGid`)."""
-    response = check_answer((yield HttpRequest("GET", f"{dtm}/newGid")), "newGid")
+    """A gid made by the server (`GET /newGid`, or gRPC `NewGid`)."""
+    if is_grpc(dtm):
+        from dtm.client import _grpc
+
+        request = GrpcRequest(dtm, _grpc.method_of("newGid"), b"")
+        reply = _grpc.check_status((yield from exchange_grpc(request)), "NewGid")
+        return _grpc.gid_of(reply.body)
+    response = check_answer((yield from exchange(HttpRequest("GET", f"{dtm}/newGid"))), "newGid")
     decoded = response.json()
     gid = decoded.get("gid") if isinstance(decoded, dict) else None
     if not isinstance(gid, str) or not gid:
@@ -144,8 +199,12 @@ def query(dtm: str, gid: str) -> Op[QueryResult]:
     """The stored transaction and branches of `gid` (`GET /query`)."""
     if not gid:
         raise ValueError("query needs a gid")
+    if is_grpc(dtm):
+        raise NotImplementedError(
+            "DTM's gRPC API has no query: make a client of the server's HTTP API for it"
+        )
     request = HttpRequest("GET", _with_query(f"{dtm}/query", {"gid": gid}))
-    response = check_answer((yield request), f"query {gid}")
+    response = check_answer((yield from exchange(request)), f"query {gid}")
     try:
         return _query_decoder.decode(response.body)
     except msgspec.DecodeError as exc:
@@ -153,9 +212,18 @@ def query(dtm: str, gid: str) -> Op[QueryResult]:
 
 
 def call_dtm(dtm: str, operation: str, body: bytes, *, min_timeout: float = 0.0) -> Op[None]:
-    """POST one of the server's operations (prepare, submit, abort, registerBranch...)."""
+    """POST one of the server's operations (prepare, submit, abort, registerBranch...) as
+    JSON to the HTTP API."""
     request = HttpRequest("POST", f"{dtm}/{operation}", body, _JSON, min_timeout)
-    check_answer((yield request), operation)
+    check_answer((yield from exchange(request)), operation)
+
+
+def call_dtm_grpc(dtm: str, operation: str, body: bytes, *, min_timeout: float = 0.0) -> Op[None]:
+    """Call one of the server's operations over gRPC, `body` the serialised message."""
+    from dtm.client import _grpc
+
+    request = GrpcRequest(dtm, _grpc.method_of(operation), body, min_timeout=min_timeout)
+    _grpc.check_status((yield from exchange_grpc(request)), operation)
 
 
 # --- the global transaction as the client builds it -----------------------------------------
@@ -183,7 +251,12 @@ class BranchIdGen:
 
 @dataclass(slots=True)
 class Trans:
-    """The global transaction a mode object builds: upstream's `TransBase`, as sent."""
+    """The global transaction a mode object builds: upstream's `TransBase`, as sent.
+
+    Its protocol follows the server address: an HTTP API URL sends JSON and calls branches
+    over HTTP; a gRPC address (`host:port`) sends `dtmgimp` messages, and its branches are
+    gRPC methods whose payloads are serialised protobuf messages (`bin_payloads`).
+    """
 
     dtm: str
     gid: str
@@ -191,10 +264,31 @@ class Trans:
     options: TransOptions
     steps: list[dict[str, str]] = field(default_factory=list)
     payloads: list[str] = field(default_factory=list)
+    bin_payloads: list[bytes] = field(default_factory=list)
     custom_data: str = ""
     query_prepared: str = ""
     rollback_reason: str = ""
     branch_ids: BranchIdGen = field(default_factory=BranchIdGen)
+
+    @property
+    def grpc(self) -> bool:
+        return is_grpc(self.dtm)
+
+    def encode_payload(self, payload: Any) -> str | bytes:
+        """A branch payload as this protocol carries it: JSON text, or message bytes."""
+        if self.grpc:
+            from dtm.client import _grpc
+
+            return _grpc.payload_bytes(payload)
+        return encode_json(payload).decode()
+
+    def add_payload(self, payload: Any) -> None:
+        """The payload of the step just appended to `steps`."""
+        encoded = self.encode_payload(payload)
+        if isinstance(encoded, bytes):
+            self.bin_payloads.append(encoded)
+        else:
+            self.payloads.append(encoded)
 
     def body(self) -> bytes:
         """Upstream's JSON: TransBase with TransOptions inlined; empty fields left out as Go's
@@ -229,26 +323,52 @@ class Trans:
         """Send the whole transaction to `operation`, as upstream's TransCallDtm.
 
         A `wait_result` submit is held by the server for up to the request timeout (plus a
-        margin), so the HTTP timeout is stretched past that.
+        margin), so the request's timeout is stretched past that.
         """
         yield from self.ensure_gid()
         wait = 0.0
         if operation == "submit" and self.options.wait_result:
             wait = float(self.options.request_timeout) + _WAIT_MARGIN
-        yield from call_dtm(self.dtm, operation, self.body(), min_timeout=wait)
+        if self.grpc:
+            from dtm.client import _grpc
 
-    def register_branch(self, branch_id: str, added: Mapping[str, str]) -> Op[None]:
-        """`registerBranch` with the gid and type of this transaction (TCC, XA)."""
+            body = _grpc.dtm_request(self)
+            yield from call_dtm_grpc(self.dtm, operation, body, min_timeout=wait)
+        else:
+            yield from call_dtm(self.dtm, operation, self.body(), min_timeout=wait)
+
+    def register_branch(
+        self, branch_id: str, added: Mapping[str, str], payload: str | bytes | None = None
+    ) -> Op[None]:
+        """`registerBranch` with the gid and type of this transaction (TCC, XA); `payload`
+        (from `encode_payload`) is the branch's data: `data` in the JSON, `BusiPayload`
+        over gRPC."""
+        if self.grpc:
+            from dtm.client import _grpc
+
+            busi = payload if isinstance(payload, bytes) else b""
+            body = _grpc.branch_request(self, branch_id, added, busi)
+            yield from call_dtm_grpc(self.dtm, "registerBranch", body)
+            return
         data = {"gid": self.gid, "trans_type": self.trans_type, "branch_id": branch_id}
         data.update(added)
+        if isinstance(payload, str):
+            data["data"] = payload
         yield from call_dtm(self.dtm, "registerBranch", msgspec.json.encode(data))
 
     def request_branch(
         self, method: str, url: str, payload: Any, branch_id: str, op: str
     ) -> Op[HttpResponse]:
-        """Call a business branch the way the server would: upstream's query parameters
-        (`dtm`, `gid`, `branch_id`, `trans_type`, `op`, and `phase2_url` for XA), the
-        transaction's branch headers, the payload as JSON."""
+        """Call a business branch the way the server would.
+
+        HTTP: upstream's query parameters (`dtm`, `gid`, `branch_id`, `trans_type`, `op`,
+        and `phase2_url` for XA), the branch headers, the payload as JSON. gRPC: `url` is
+        `host:port/package.Service/Method`, the same information in `dtm-*` metadata, the
+        payload as the request message; the answer is given as a 200 whose body is the
+        reply message's bytes.
+        """
+        if self.grpc:
+            return (yield from self._request_grpc_branch(url, payload, branch_id, op))
         params = {
             "dtm": self.dtm,
             "gid": self.gid,
@@ -260,8 +380,19 @@ class Trans:
             params["phase2_url"] = url
         headers = {**_JSON, **self.options.branch_headers}
         request = HttpRequest(method, _with_query(url, params), encode_json(payload), headers)
-        response = yield request
+        response = yield from exchange(request)
         return check_answer(response, f"{op} {url}")
+
+    def _request_grpc_branch(
+        self, url: str, payload: Any, branch_id: str, op: str
+    ) -> Op[HttpResponse]:
+        from dtm.client import _grpc
+
+        target, method = _grpc.parse_url(url)
+        metadata = _grpc.branch_metadata(self, branch_id, op, url)
+        request = GrpcRequest(target, method, _grpc.payload_bytes(payload), metadata)
+        reply = _grpc.check_status((yield from exchange_grpc(request)), f"{op} {url}")
+        return HttpResponse(200, reply.body)
 
 
 def options_of(

@@ -12,8 +12,10 @@ from typing import Any, NamedTuple, Self, TypedDict, TypeVar
 import msgspec
 
 from dtm.barrier import BranchBarrier, Connection, TransactionStateError
-from dtm.client._core import HttpResponse, Op, Trans, encode_json, options_of
+from dtm.client._core import HttpResponse, Op, Trans, options_of
 from dtm.protocol import consts
+from dtm.protocol.metadata import Metadata as GrpcMetadata
+from dtm.protocol.metadata import read_metadata
 
 C = TypeVar("C", bound=Connection)
 T = TypeVar("T")
@@ -113,7 +115,7 @@ class SagaBuilder:
                 raise ValueError("a step's request_timeout should be positive seconds")
             entry["request_timeout"] = str(step.request_timeout)
         self._trans.steps.append(entry)
-        self._trans.payloads.append(encode_json(step.payload).decode())
+        self._trans.add_payload(step.payload)
         return len(self._trans.steps) - 1
 
     def _custom_data(self) -> str:
@@ -153,7 +155,7 @@ class MsgBuilder:
     def add(self, action: str, payload: Any) -> Self:
         """Append a step: `action` is called with `payload` once the message is submitted."""
         self._trans.steps.append({consts.OP_ACTION: action})
-        self._trans.payloads.append(encode_json(payload).decode())
+        self._trans.add_payload(payload)
         return self
 
     def add_topic(self, topic: str, payload: Any) -> Self:
@@ -231,12 +233,10 @@ class TccCore:
         """Register confirm/cancel first, then call try: if try's outcome is lost, the server
         still knows what to cancel. As upstream's CallBranch."""
         branch_id = self._trans.branch_ids.next()
-        added = {
-            "data": encode_json(payload).decode(),
-            consts.OP_CONFIRM: confirm_url,
-            consts.OP_CANCEL: cancel_url,
-        }
-        yield from self._trans.register_branch(branch_id, added)
+        added = {consts.OP_CONFIRM: confirm_url, consts.OP_CANCEL: cancel_url}
+        yield from self._trans.register_branch(
+            branch_id, added, self._trans.encode_payload(payload)
+        )
         return (
             yield from self._trans.request_branch(
                 "POST", try_url, payload, branch_id, consts.OP_TRY
@@ -283,6 +283,11 @@ class XaBranchInfo(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"not an XA branch call: {dict(params)}")
         return info
 
+    @classmethod
+    def from_grpc(cls, metadata: GrpcMetadata) -> XaBranchInfo:
+        """From the metadata of a gRPC XA branch call (`dtm-gid`, ..., `dtm-phase2_url`)."""
+        return cls.from_query(read_metadata(metadata))
+
 
 def new_trans(
     dtm: str, gid: str, trans_type: str, *, concurrent: bool = False, **options: Any
@@ -299,6 +304,11 @@ def tcc_from_query(dtm: str, params: Mapping[str, str]) -> Trans:
     trans = new_trans(dtm, gid, consts.TCC)
     trans.branch_ids.parent = branch_id
     return trans
+
+
+def tcc_from_grpc(dtm: str, metadata: GrpcMetadata) -> Trans:
+    """`tcc_from_query` for a gRPC TCC branch: the same facts from its `dtm-*` metadata."""
+    return tcc_from_query(dtm, read_metadata(metadata))
 
 
 def register_xa(dtm: str, info: XaBranchInfo) -> Op[None]:

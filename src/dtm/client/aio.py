@@ -28,12 +28,14 @@ from dtm.client._modes import (
     new_trans,
     register_xa,
     run_msg_local,
+    tcc_from_grpc,
     tcc_from_query,
 )
 from dtm.client._settings import ClientSettings
 from dtm.client._transport import AsyncTransport
 from dtm.errors import DtmError, FailureError
 from dtm.protocol import consts
+from dtm.protocol.metadata import Metadata as GrpcMetadata
 
 T = TypeVar("T")
 C = TypeVar("C", bound=Connection)
@@ -41,7 +43,10 @@ P = ParamSpec("P")
 
 
 class AsyncDtmClient:
-    """A DTM server's HTTP API at `dtm_url` (e.g. `http://localhost:36789/api/dtmsvr`).
+    """A DTM server at `dtm_url`: its HTTP API (`http://localhost:36789/api/dtmsvr`) or its
+    gRPC API (`localhost:36790`). Over gRPC, branch URLs are gRPC methods
+    (`host:port/package.Service/Method`) and payloads protobuf messages (or their bytes);
+    `query` is HTTP only, as in upstream's API.
 
     Owns one aiohttp session: use it as `async with AsyncDtmClient(url) as dtm:` or call
     `aclose()`. `timeout` (seconds) bounds each request; `headers` go on every request.
@@ -137,6 +142,11 @@ class AsyncDtmClient:
     def tcc_from_query(self, params: Mapping[str, str]) -> AsyncTcc:
         """Inside a TCC branch: the transaction it belongs to, to call sub-branches."""
         return AsyncTcc(self, tcc_from_query(self.dtm_url, params))
+
+    def tcc_from_grpc(self, metadata: GrpcMetadata) -> AsyncTcc:
+        """Inside a gRPC TCC branch: the transaction it belongs to, from the call's metadata
+        (`context.invocation_metadata()`), to call sub-branches."""
+        return AsyncTcc(self, tcc_from_grpc(self.dtm_url, metadata))
 
     @asynccontextmanager
     async def xa(

@@ -27,12 +27,14 @@ from dtm.client._modes import (
     new_trans,
     register_xa,
     run_msg_local,
+    tcc_from_grpc,
     tcc_from_query,
 )
 from dtm.client._settings import ClientSettings
 from dtm.client._transport import SyncTransport
 from dtm.errors import DtmError, FailureError
 from dtm.protocol import consts
+from dtm.protocol.metadata import Metadata as GrpcMetadata
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -40,7 +42,10 @@ C = TypeVar("C", bound=Connection)
 
 
 class DtmClient:
-    """A DTM server's HTTP API at `dtm_url` (e.g. `http://localhost:36789/api/dtmsvr`).
+    """A DTM server at `dtm_url`: its HTTP API (`http://localhost:36789/api/dtmsvr`) or its
+    gRPC API (`localhost:36790`). Over gRPC, branch URLs are gRPC methods
+    (`host:port/package.Service/Method`) and payloads protobuf messages (or their bytes);
+    `query` is HTTP only, as in upstream's API.
 
     Owns one urllib3 pool: use it as `with DtmClient(url) as dtm:` or call `close()`.
     `timeout` (seconds) bounds each request; `headers` go on every request.
@@ -132,6 +137,11 @@ class DtmClient:
     def tcc_from_query(self, params: Mapping[str, str]) -> Tcc:
         """Inside a TCC branch: the transaction it belongs to, to call sub-branches."""
         return Tcc(self, tcc_from_query(self.dtm_url, params))
+
+    def tcc_from_grpc(self, metadata: GrpcMetadata) -> Tcc:
+        """Inside a gRPC TCC branch: the transaction it belongs to, from the call's metadata
+        (`context.invocation_metadata()`), to call sub-branches."""
+        return Tcc(self, tcc_from_grpc(self.dtm_url, metadata))
 
     @contextmanager
     def xa(self, gid: str = "", **options: Unpack[TransOptionsArgs]) -> Iterator[Xa]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dtm.barrier import BranchBarrier
 from dtm.errors import DuplicateError, FailureError, OngoingError
 from dtm.protocol import consts
+from dtm.protocol.metadata import Metadata, read_metadata
 
 Query = Mapping[str, str] | Mapping[str, Sequence[str]]
 """Query parameters: a framework's multi-dict, a plain dict, or `parse_qs`'s lists."""
@@ -50,6 +51,12 @@ class TransInfo:
             dtm=_get(query, "dtm"),
             phase2_url=_get(query, "phase2_url"),
         )
+
+    @classmethod
+    def from_grpc(cls, metadata: Metadata) -> TransInfo:
+        """From a gRPC branch call's metadata (`context.invocation_metadata()`), where
+        upstream puts the same facts as `dtm-gid`, `dtm-trans_type`, ..."""
+        return cls.from_query(read_metadata(metadata))
 
     def barrier(self, *, dialect: str | None = None, table: str | None = None) -> BranchBarrier:
         """The sub-transaction barrier of this branch call.

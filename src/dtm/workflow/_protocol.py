@@ -14,7 +14,15 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from dtm.client._core import HttpRequest, Op, Trans, call_dtm, check_answer, encode_json
+from dtm.client._core import (
+    HttpRequest,
+    Op,
+    Trans,
+    call_dtm,
+    check_answer,
+    encode_json,
+    exchange,
+)
 from dtm.errors import TransportError
 from dtm.protocol import consts
 from dtm.protocol.records import TransGlobal
@@ -49,7 +57,7 @@ def custom_data(name: str, data: bytes) -> str:
 def prepare(trans: Trans) -> Op[Progresses]:
     """`prepareWorkflow`: create the workflow, or find it with its recorded progress."""
     request = HttpRequest("POST", f"{trans.dtm}/prepareWorkflow", trans.body(), _JSON)
-    response = check_answer((yield request), f"prepareWorkflow {trans.gid}")
+    response = check_answer((yield from exchange(request)), f"prepareWorkflow {trans.gid}")
     try:
         return _progresses_decoder.decode(response.body)
     except msgspec.DecodeError as exc:
