@@ -19,7 +19,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-MODULES = ["dtm", "dtm.client", "dtm.barrier", "dtm.workflow", "dtm.web", "dtm.errors"]
+MODULES = [
+    "dtm",
+    "dtm.client",
+    "dtm.barrier",
+    "dtm.workflow",
+    "dtm.xa",
+    "dtm.xa.aio",
+    "dtm.web",
+    "dtm.web.grpc",
+    "dtm.errors",
+]
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "api"
 
 

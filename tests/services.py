@@ -238,6 +238,8 @@ class PostgresService(Service):
     """
 
     name = "postgres"
+    settings: ClassVar[dict[str, str]] = {}
+    """Extra server settings (`-c name=value`), for a subclass to set."""
     # SIGTERM is "smart" shutdown, which waits for the clients' pooled connections to go;
     # SIGINT is "fast": clients are disconnected, as when an administrator restarts it.
     stop_signal = signal.SIGINT
@@ -295,6 +297,7 @@ class PostgresService(Service):
             "-p", str(self.port),
             "-k", str(self.sockdir),
             "-c", "max_connections=200",
+            *(f"-c{name}={value}" for name, value in self.settings.items()),
         ]  # fmt: skip
 
     def ready(self) -> bool:

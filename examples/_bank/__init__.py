@@ -32,10 +32,13 @@ START = 100
 WAIT_LIMIT = 30.0  # seconds to wait for the transaction to finish
 
 
-def parse_args(doc: str, fail_help: str) -> argparse.Namespace:
-    """`--dtm URL` and `--fail`, described by the first line of the example's docstring."""
+def parse_args(
+    doc: str, fail_help: str, *, dtm: str = "http://localhost:36789/api/dtmsvr"
+) -> argparse.Namespace:
+    """`--dtm URL` (default `dtm`) and `--fail`, described by the first line of the
+    example's docstring."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--dtm", default="http://localhost:36789/api/dtmsvr")
+    parser.add_argument("--dtm", default=dtm)
     parser.add_argument("--fail", action="store_true", help=fail_help)
     return parser.parse_args()
 

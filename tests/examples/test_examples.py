@@ -13,15 +13,16 @@ import pytest
 from tests.harness import DtmServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-NAMES = ["saga", "saga_async", "tcc", "msg", "workflow"]
+NAMES = ["saga", "saga_async", "saga_grpc", "tcc", "msg", "workflow", "xa"]
 
 SUCCEEDED = ("status: succeed", "balances: {1: 70, 2: 130}")
 ROLLED_BACK = ("status: failed", "balances: {1: 100, 2: 100}")
 
 
 def run_example(name: str, dtm: DtmServer, *flags: str) -> str:
+    address = dtm.grpc_target if name.endswith("_grpc") else dtm.api
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), "--dtm", dtm.api, *flags],
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--dtm", address, *flags],
         capture_output=True,
         text=True,
         timeout=40,

@@ -16,10 +16,15 @@ branches again (upstream's `client/workflow`).
 `FailureError` from the function (or from a branch) runs the on_rollback callables in
 reverse and submits the failure; returning runs the on_commit callables and submits the
 result; any other error leaves the workflow to the server's call-back.
+
+`Workflows(..., interceptors=[...])` wraps every branch call in async functions
+`(info: CallInfo, request: HttpRequest, call_next) -> HttpResponse`: headers, logging,
+faults injected in tests.
 """
 
 from __future__ import annotations
 
+from dtm.client._core import HttpRequest, HttpResponse
 from dtm.workflow._context import (
     Branch,
     BranchInfo,
@@ -29,6 +34,7 @@ from dtm.workflow._context import (
     SyncPhase2,
     Workflow,
 )
+from dtm.workflow._interceptors import CallInfo, CallNext, Interceptor
 from dtm.workflow._sync import SyncBranch, SyncWorkflow
 from dtm.workflow._workflows import AsyncWorkflowFn, SyncWorkflowFn, WorkflowFn, Workflows
 
@@ -36,6 +42,11 @@ __all__ = [
     "AsyncWorkflowFn",
     "Branch",
     "BranchInfo",
+    "CallInfo",
+    "CallNext",
+    "HttpRequest",
+    "HttpResponse",
+    "Interceptor",
     "LocalFn",
     "Phase2",
     "Phase2Fn",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
@@ -19,6 +19,11 @@ from dtm.client._transport import AsyncTransport
 from dtm.errors import FailureError
 from dtm.protocol import consts
 from dtm.workflow import _protocol
+from dtm.workflow._interceptors import CallInfo, Interceptor, chain
+from dtm.xa._runner import XaConnect, XaLocalFn, XaRunner
+
+# The op `do_xa` records inside its XA transaction, before the prepare (upstream's name).
+_OP_XA_BUSINESS = "business"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,21 +119,25 @@ class _Recorder:
         transport: AsyncTransport,
         *,
         dtm: str,
+        workflow: str,
         gid: str,
         progresses: list[_protocol.Progress],
         headers: Mapping[str, str],
+        interceptors: Sequence[Interceptor],
         compensate_failed_branch: bool,
     ) -> None:
         self.transport = transport
         self.dtm = dtm
+        self.workflow = workflow
         self.gid = gid
         self.headers = dict(headers)
+        self.interceptors = tuple(interceptors)
         self.compensate_failed_branch = compensate_failed_branch
         self.progress = {(p.branch_id, p.op): _Recorded(p.status, p.bin_data) for p in progresses}
         self.commits: list[tuple[str, Phase2Fn]] = []
         self.rollbacks: list[tuple[str, Phase2Fn]] = []
 
-    async def send(
+    async def call_branch(
         self,
         info: BranchInfo,
         method: str,
@@ -136,6 +145,8 @@ class _Recorder:
         payload: Any,
         headers: Mapping[str, str] | None,
     ) -> HttpResponse:
+        """Make a branch call through the interceptors; the one way a workflow calls a
+        business URL, so none escapes them. The answer is returned unread."""
         request = _protocol.branch_request(
             method,
             url,
@@ -145,7 +156,18 @@ class _Recorder:
             op=info.op,
             headers={**self.headers, **(headers or {})},
         )
-        response = await self.transport.send(request)
+        call = CallInfo(self.workflow, self.gid, info.branch_id, info.op)
+        return await chain(self.interceptors, call, self.transport.send)(request)
+
+    async def send(
+        self,
+        info: BranchInfo,
+        method: str,
+        url: str,
+        payload: Any,
+        headers: Mapping[str, str] | None,
+    ) -> HttpResponse:
+        response = await self.call_branch(info, method, url, payload, headers)
         return check_answer(response, f"{info.op} {url} of branch {info.branch_id}")
 
     async def record(self, info: BranchInfo, status: str, data: bytes) -> None:
@@ -260,17 +282,7 @@ class Branch:
         recorder = self._recorder
 
         async def step() -> bytes:
-            response = await recorder.transport.send(
-                _protocol.branch_request(
-                    method,
-                    url,
-                    payload,
-                    gid=info.gid,
-                    branch_id=info.branch_id,
-                    op=info.op,
-                    headers={**recorder.headers, **(headers or {})},
-                )
-            )
+            response = await recorder.call_branch(info, method, url, payload, headers)
             try:
                 check_answer(response, f"action {url} of branch {info.branch_id}")
             except FailureError as exc:
@@ -291,6 +303,52 @@ class Branch:
             return as_bytes(await asyncio.to_thread(cast(_SyncLocalFn, fn), info))
 
         return await self._recorder.recorded_do(info, step)
+
+    async def do_xa(
+        self, connect: XaConnect, fn: XaLocalFn, *, dialect: str | None = None
+    ) -> bytes:
+        """Run `fn(conn)` as this branch's action in an XA transaction (`dtm.xa`) on a new
+        connection from `connect`, and leave it prepared: it is committed once the workflow
+        function returned, rolled back if it fails (each on a new connection). Upstream's
+        DoXa; its result is recorded as `do`'s is.
+
+        A run that died once the transaction may have been prepared but before its result
+        was recorded cannot redo it (the xid may be taken): the resumed run gets
+        `FailureError` and the transaction is rolled back.
+        """
+        if self._committing or self._rolling_back:
+            raise RuntimeError(f"branch {self.branch_id}: do_xa brings its own phase 2")
+        info = self._action()
+        recorder = self._recorder
+        runner = XaRunner(connect, dialect=dialect)
+        business = BranchInfo(info.gid, info.branch_id, _OP_XA_BUSINESS)
+
+        async def step() -> bytes:
+            if (info.branch_id, _OP_XA_BUSINESS) in recorder.progress:
+                raise FailureError(
+                    f"the XA step of branch {info.branch_id} may have been prepared by an "
+                    "earlier run: not resumable, rolled back"
+                )
+            return as_bytes(await runner.local(info.gid, info.branch_id, fn, mark))
+
+        async def mark() -> None:
+            await recorder.record(business, consts.SUCCEED, b"")
+
+        async def commit(_: Phase2) -> None:
+            await runner.phase2(info.gid, info.branch_id, consts.OP_COMMIT)
+
+        async def rollback(_: Phase2) -> None:
+            await runner.phase2(info.gid, info.branch_id, consts.OP_ROLLBACK)
+
+        try:
+            data = await recorder.recorded_do(info, step)
+        except BaseException:
+            # The xid may be prepared all the same (the resumed case): roll it back however
+            # the workflow ends; for an xid the database does not know that is a no-op.
+            self.on_commit(rollback).on_rollback(rollback)
+            raise
+        self.on_commit(commit).on_rollback(rollback)
+        return data
 
 
 class Workflow:
@@ -353,6 +411,12 @@ class Workflow:
     ) -> bytes:
         """`Branch.do` in the open branch, with its phase-2 callables if given."""
         return await self._with_phase2(on_rollback, on_commit).do(fn)
+
+    async def do_xa(
+        self, connect: XaConnect, fn: XaLocalFn, *, dialect: str | None = None
+    ) -> bytes:
+        """`Branch.do_xa` in the open branch (which must have no phase-2 callables)."""
+        return await self._current().do_xa(connect, fn, dialect=dialect)
 
     def _with_phase2(self, on_rollback: Phase2Fn | None, on_commit: Phase2Fn | None) -> Branch:
         branch = self._current()

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from dtm.client._core import HttpResponse
 from dtm.workflow._context import Branch, LocalFn, Phase2Fn, Workflow
+from dtm.xa._runner import XaConnect, XaLocalFn
 
 T = TypeVar("T")
 
@@ -48,6 +49,9 @@ class SyncBranch:
 
     def do(self, fn: LocalFn) -> bytes:
         return _wait(self._loop, self._branch.do(fn))
+
+    def do_xa(self, connect: XaConnect, fn: XaLocalFn, *, dialect: str | None = None) -> bytes:
+        return _wait(self._loop, self._branch.do_xa(connect, fn, dialect=dialect))
 
 
 class SyncWorkflow:
@@ -99,3 +103,6 @@ class SyncWorkflow:
         on_commit: Phase2Fn | None = None,
     ) -> bytes:
         return _wait(self._loop, self._wf.do(fn, on_rollback=on_rollback, on_commit=on_commit))
+
+    def do_xa(self, connect: XaConnect, fn: XaLocalFn, *, dialect: str | None = None) -> bytes:
+        return _wait(self._loop, self._wf.do_xa(connect, fn, dialect=dialect))

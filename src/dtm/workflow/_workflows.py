@@ -6,7 +6,7 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Self, TypeAlias, cast, overload
 
@@ -19,6 +19,7 @@ from dtm.errors import FailureError, OngoingError
 from dtm.protocol import consts
 from dtm.workflow import _protocol
 from dtm.workflow._context import Workflow, _Recorder, as_bytes, is_async
+from dtm.workflow._interceptors import Interceptor
 from dtm.workflow._sync import SyncWorkflow
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class Workflows:
     retry_interval, timeout_to_fail, request_timeout: upstream's options, whole seconds;
         retry_interval is the first delay before the server calls back.
     branch_headers: sent on every branch call.
+    interceptors: async functions wrapped around every branch call (actions and phase-2
+        calls, not the calls to the server), the first one outermost: see `Interceptor`.
+        They belong to this `Workflows` alone. A result replayed on resume was recorded
+        from what they returned, and they are not called again for it.
     compensate_failed_branch: also run the on_rollback of a branch whose own action
         failed (upstream's CompensateErrorBranch).
 
@@ -58,6 +63,7 @@ class Workflows:
         timeout_to_fail: int = 0,
         request_timeout: int = 0,
         branch_headers: Mapping[str, str] | None = None,
+        interceptors: Sequence[Interceptor] = (),
         compensate_failed_branch: bool = False,
     ) -> None:
         if not callback_url.startswith(("http://", "https://")):
@@ -71,6 +77,7 @@ class Workflows:
             branch_headers=branch_headers,
         )
         self.compensate_failed_branch = compensate_failed_branch
+        self.interceptors = tuple(interceptors)
         self._transport = AsyncTransport(timeout=timeout, headers=self.settings.headers)
         self._functions: dict[str, WorkflowFn] = {}
         # Gids running in this process: a call-back arriving meanwhile is told to come
@@ -147,9 +154,11 @@ class Workflows:
         recorder = _Recorder(
             self._transport,
             dtm=dtm,
+            workflow=name,
             gid=gid,
             progresses=reply.progresses,
             headers=self.options.branch_headers,
+            interceptors=self.interceptors,
             compensate_failed_branch=self.compensate_failed_branch,
         )
         wf = Workflow(recorder, name=name, data=data)
