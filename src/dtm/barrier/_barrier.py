@@ -18,7 +18,7 @@ from dtm.protocol.consts import (
     OP_ROLLBACK,
     OP_TRY,
 )
-from dtm.protocol.metadata import Metadata, read_metadata
+from dtm.protocol.grpc_calls import Metadata, read_metadata
 
 __all__ = ["BranchBarrier", "Connection", "TransactionStateError", "create_table", "ddl"]
 

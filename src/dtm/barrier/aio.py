@@ -25,16 +25,34 @@ from dtm.barrier._dialect import Dialect, get_dialect
 from dtm.errors import DuplicateError, FailureError
 from dtm.protocol.consts import CHECKBACK_BRANCH_ID, OP_MSG, OP_ROLLBACK
 
-__all__ = ["AsyncBranchBarrier", "create_table"]
+__all__ = ["DRIVER_DIALECT", "AsyncBranchBarrier", "create_table", "in_transaction"]
 
 logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
 T = TypeVar("T")
 
-_DRIVER_DIALECT: Final = {"asyncpg": "postgres", "asyncmy": "mysql"}
 # MySQL's SERVER_STATUS_IN_TRANS flag, reported in every OK/EOF packet.
 _MYSQL_IN_TRANS: Final = 1
+
+
+DRIVER_DIALECT: Final = {"asyncpg": "postgres", "asyncmy": "mysql"}
+"""The dialect of each async driver, by the top-level module of its connection class."""
+
+
+async def in_transaction(conn: Any) -> bool:
+    """Whether an asyncpg or asyncmy connection has a transaction open."""
+    if type(conn).__module__.startswith("asyncpg"):
+        return bool(conn.is_in_transaction())
+    # asyncmy keeps the last non-zero server status: a status of 0 (autocommit off, no
+    # transaction) never replaces it, so IN_TRANS may be stale after a commit. Its absence
+    # is always true; its presence is checked with a no-op statement, whose own result
+    # carries the status as the server sent it.
+    if not (conn.server_status or 0) & _MYSQL_IN_TRANS:
+        return False
+    async with conn.cursor() as cur:
+        await cur.execute("do 0")
+    return bool((conn._result.server_status or 0) & _MYSQL_IN_TRANS)
 
 
 class _Driver:
@@ -43,12 +61,12 @@ class _Driver:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.name = type(conn).__module__.partition(".")[0]
-        if self.name not in _DRIVER_DIALECT:
+        if self.name not in DRIVER_DIALECT:
             raise ValueError(
                 f"not an asyncpg or asyncmy connection: {type(conn).__qualname__} "
                 f"from {type(conn).__module__}"
             )
-        self.dialect: Dialect = get_dialect(_DRIVER_DIALECT[self.name])
+        self.dialect: Dialect = get_dialect(DRIVER_DIALECT[self.name])
 
     def marks(self, n: int) -> list[str]:
         if self.name == "asyncpg":
@@ -56,18 +74,7 @@ class _Driver:
         return [self.dialect.placeholder] * n
 
     async def in_transaction(self) -> bool:
-        if self.name == "asyncpg":
-            return bool(self.conn.is_in_transaction())
-        # asyncmy keeps the last non-zero server status: a status of 0 (autocommit off, no
-        # transaction) never replaces it, so IN_TRANS may be stale after a commit. Its
-        # absence is always true; its presence is checked with a no-op statement, whose
-        # own result carries the status as the server sent it.
-        if not (self.conn.server_status or 0) & _MYSQL_IN_TRANS:
-            return False
-        async with self.conn.cursor() as cur:
-            await cur.execute("do 0")
-        result = self.conn._result
-        return bool((result.server_status or 0) & _MYSQL_IN_TRANS)
+        return await in_transaction(self.conn)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""

@@ -19,6 +19,7 @@ import msgspec
 
 from dtm.errors import FailureError, OngoingError, TransportError
 from dtm.protocol import consts
+from dtm.protocol.grpc_calls import parse_url
 from dtm.protocol.messages import TransOptions, TransRequest
 from dtm.protocol.records import TransBranch, TransGlobal
 
@@ -388,7 +389,7 @@ class Trans:
     ) -> Op[HttpResponse]:
         from dtm.client import _grpc
 
-        target, method = _grpc.parse_url(url)
+        target, method = parse_url(url)
         metadata = _grpc.branch_metadata(self, branch_id, op, url)
         request = GrpcRequest(target, method, _grpc.payload_bytes(payload), metadata)
         reply = _grpc.check_status((yield from exchange_grpc(request)), f"{op} {url}")

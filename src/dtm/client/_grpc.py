@@ -16,7 +16,7 @@ import msgspec
 from dtm.errors import FailureError, OngoingError, TransportError
 from dtm.protocol import consts
 from dtm.protocol.gen import dtmgimp_pb2 as pb
-from dtm.protocol.metadata import PREFIX as META_PREFIX
+from dtm.protocol.grpc_calls import PREFIX as META_PREFIX
 
 if TYPE_CHECKING:
     from dtm.client._core import GrpcResponse, Trans
@@ -98,15 +98,6 @@ def gid_of(body: bytes) -> str:
     if not gid:
         raise TransportError("NewGid answered an empty gid")
     return gid
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """(target, method) of a gRPC branch URL `host:port/package.Service/Method`."""
-    target, sep, path = url.partition("/")
-    service, _, method = path.rpartition("/")
-    if not (sep and target and service and method):
-        raise ValueError(f"bad gRPC url {url!r}: expected host:port/package.Service/Method")
-    return target, f"/{path}"
 
 
 def branch_metadata(trans: Trans, branch_id: str, op: str, url: str) -> tuple[tuple[str, str], ...]:

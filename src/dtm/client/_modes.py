@@ -14,8 +14,8 @@ import msgspec
 from dtm.barrier import BranchBarrier, Connection, TransactionStateError
 from dtm.client._core import HttpResponse, Op, Trans, options_of
 from dtm.protocol import consts
-from dtm.protocol.metadata import Metadata as GrpcMetadata
-from dtm.protocol.metadata import read_metadata
+from dtm.protocol.grpc_calls import Metadata as GrpcMetadata
+from dtm.protocol.grpc_calls import read_metadata
 
 C = TypeVar("C", bound=Connection)
 T = TypeVar("T")

@@ -35,7 +35,7 @@ from dtm.client._settings import ClientSettings
 from dtm.client._transport import AsyncTransport
 from dtm.errors import DtmError, FailureError
 from dtm.protocol import consts
-from dtm.protocol.metadata import Metadata as GrpcMetadata
+from dtm.protocol.grpc_calls import Metadata as GrpcMetadata
 
 T = TypeVar("T")
 C = TypeVar("C", bound=Connection)

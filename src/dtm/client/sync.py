@@ -34,7 +34,7 @@ from dtm.client._settings import ClientSettings
 from dtm.client._transport import SyncTransport
 from dtm.errors import DtmError, FailureError
 from dtm.protocol import consts
-from dtm.protocol.metadata import Metadata as GrpcMetadata
+from dtm.protocol.grpc_calls import Metadata as GrpcMetadata
 
 T = TypeVar("T")
 P = ParamSpec("P")

@@ -21,23 +21,14 @@ import grpc
 import grpc.aio
 
 from dtm.protocol import consts
+from dtm.protocol.grpc_calls import PREFIX, parse_url
 from dtm.server.calls import BranchCall, CallResult, Outcome
 
-__all__ = ["ChannelPool", "parse_url"]
+__all__ = ["ChannelPool"]
 
 log = logging.getLogger(__name__)
 
 _SUCCESS = CallResult(Outcome.SUCCESS)
-_DTM_PREFIX = "dtm-"
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """(target, method) of `host:port/package.Service/Method`; ValueError when not one."""
-    target, sep, path = url.partition("/")
-    service, _, method = path.rpartition("/")
-    if not (sep and target and service and method):
-        raise ValueError(f"bad gRPC url {url!r}: expected host:port/package.Service/Method")
-    return target, f"/{path}"
 
 
 def read_grpc_code(code: grpc.StatusCode, message: str) -> CallResult:
@@ -57,11 +48,11 @@ def metadata_of(call: BranchCall) -> tuple[tuple[str, str], ...]:
     """Transaction info as upstream sends it, then the branch headers (keys lowered, as
     gRPC requires)."""
     info = (
-        (_DTM_PREFIX + "gid", call.gid),
-        (_DTM_PREFIX + "trans_type", call.trans_type),
-        (_DTM_PREFIX + "branch_id", call.branch_id),
-        (_DTM_PREFIX + "op", call.op),
-        (_DTM_PREFIX + "dtm", ""),
+        (PREFIX + "gid", call.gid),
+        (PREFIX + "trans_type", call.trans_type),
+        (PREFIX + "branch_id", call.branch_id),
+        (PREFIX + "op", call.op),
+        (PREFIX + "dtm", ""),
     )
     headers = tuple((k.lower(), v) for k, v in (call.headers or {}).items())
     return info + headers

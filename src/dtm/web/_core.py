@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from dtm.barrier import BranchBarrier
 from dtm.errors import DuplicateError, FailureError, OngoingError
 from dtm.protocol import consts
-from dtm.protocol.metadata import Metadata, read_metadata
+from dtm.protocol.grpc_calls import Metadata, read_metadata
 
 Query = Mapping[str, str] | Mapping[str, Sequence[str]]
 """Query parameters: a framework's multi-dict, a plain dict, or `parse_qs`'s lists."""

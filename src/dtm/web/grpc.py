@@ -24,7 +24,7 @@ import grpc
 from dtm.barrier import BranchBarrier
 from dtm.errors import FailureError, OngoingError
 from dtm.protocol import consts
-from dtm.protocol.metadata import Metadata
+from dtm.protocol.grpc_calls import Metadata
 from dtm.web._core import TransInfo
 
 __all__ = ["branch_barrier", "dtm_branch", "status_of", "trans_info"]

@@ -10,9 +10,10 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from dtm.barrier import TransactionStateError
+from dtm.barrier.aio import DRIVER_DIALECT, in_transaction
 from dtm.client import AsyncDtmClient, XaBranchInfo
 from dtm.errors import OngoingError
 from dtm.protocol.consts import OP_COMMIT, OP_ROLLBACK
@@ -25,10 +26,6 @@ logger = logging.getLogger(__name__)
 C = TypeVar("C")
 T = TypeVar("T")
 
-_DRIVER_DIALECT: Final = {"asyncpg": "postgres", "asyncmy": "mysql"}
-# MySQL's SERVER_STATUS_IN_TRANS flag, reported in every OK/EOF packet.
-_MYSQL_IN_TRANS: Final = 1
-
 
 class _Driver:
     """The few statements XA needs, over one asyncpg or asyncmy connection."""
@@ -37,33 +34,23 @@ class _Driver:
         self.conn = conn
         self.name = type(conn).__module__.partition(".")[0]
         if dialect is None:
-            if self.name not in _DRIVER_DIALECT:
+            if self.name not in DRIVER_DIALECT:
                 raise ValueError(
                     f"not an asyncpg or asyncmy connection: {type(conn).__qualname__} from "
                     f"{type(conn).__module__}; pass dialect= 'mysql' or 'postgres'"
                 )
-            dialect = _DRIVER_DIALECT[self.name]
+            dialect = DRIVER_DIALECT[self.name]
         self.dialect = dialect
 
     def statements(self, gid: str, branch_id: str) -> XaStatements:
         return statements(self.dialect, xa_id(gid, branch_id))
 
     async def refuse_open_transaction(self, what: str) -> None:
-        if await self._in_transaction():
+        if await in_transaction(self.conn):
             raise TransactionStateError(
                 f"{what}: the connection has a transaction open; commit or roll it back "
                 "first (on MySQL a session holding a prepared xid has one: use another one)"
             )
-
-    async def _in_transaction(self) -> bool:
-        if self.name == "asyncpg":
-            return bool(self.conn.is_in_transaction())
-        # asyncmy keeps the last non-zero server status, so IN_TRANS may be stale: its
-        # absence is the answer, its presence is checked again with a no-op statement.
-        if not (self.conn.server_status or 0) & _MYSQL_IN_TRANS:
-            return False
-        await self.execute("do 0")
-        return bool((self.conn._result.server_status or 0) & _MYSQL_IN_TRANS)
 
     async def execute(self, *sql: str) -> None:
         for statement in sql:

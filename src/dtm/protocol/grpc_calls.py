@@ -1,7 +1,9 @@
-"""The transaction info of a gRPC branch call, carried in metadata as upstream's
-`TransInfo2Ctx` puts it: `dtm-gid`, `dtm-trans_type`, `dtm-branch_id`, `dtm-op`, `dtm-dtm`,
-and `dtm-phase2_url` for an XA branch. Shared by the server (which sends it) and the SDK
-(which sends and reads it); no gRPC import, so reading it needs no gRPC install.
+"""How a gRPC branch call is addressed and what it carries, shared by the server (which
+makes such calls) and the SDK (which makes and serves them); no gRPC import.
+
+A branch URL is `host:port/package.Service/Method`. The transaction info travels in
+metadata as upstream's `TransInfo2Ctx` puts it: `dtm-gid`, `dtm-trans_type`,
+`dtm-branch_id`, `dtm-op`, `dtm-dtm`, and `dtm-phase2_url` for an XA branch.
 """
 
 from __future__ import annotations
@@ -26,3 +28,12 @@ def read_metadata(metadata: Metadata) -> dict[str, str]:
             text = value.decode() if isinstance(value, bytes) else value
             found.setdefault(key[len(PREFIX) :], text)
     return found
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """(target, method) of `host:port/package.Service/Method`; ValueError when not one."""
+    target, sep, path = url.partition("/")
+    service, _, method = path.rpartition("/")
+    if not (sep and target and service and method):
+        raise ValueError(f"bad gRPC url {url!r}: expected host:port/package.Service/Method")
+    return target, f"/{path}"
