@@ -87,7 +87,8 @@ class AsyncTransport:
             return GrpcResponse(exc.code().name, exc.details() or "")
         return GrpcResponse("OK", "", reply)
 
-    async def _answer(self, request: HttpRequest | GrpcRequest) -> Response:
+    async def answer(self, request: HttpRequest | GrpcRequest) -> Response:
+        """Send an HTTP request or make a gRPC call, whichever `request` is."""
         if isinstance(request, GrpcRequest):
             return await self.call_grpc(request)
         return await self.send(request)
@@ -97,7 +98,7 @@ class AsyncTransport:
         try:
             request = next(op)
             while True:
-                request = op.send(await self._answer(request))
+                request = op.send(await self.answer(request))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         finally:

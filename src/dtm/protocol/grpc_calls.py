@@ -34,6 +34,6 @@ def parse_url(url: str) -> tuple[str, str]:
     """(target, method) of `host:port/package.Service/Method`; ValueError when not one."""
     target, sep, path = url.partition("/")
     service, _, method = path.rpartition("/")
-    if not (sep and target and service and method):
+    if not (sep and target and service and method) or "://" in url:
         raise ValueError(f"bad gRPC url {url!r}: expected host:port/package.Service/Method")
     return target, f"/{path}"

@@ -18,13 +18,22 @@ reverse and submits the failure; returning runs the on_commit callables and subm
 result; any other error leaves the workflow to the server's call-back.
 
 `Workflows(..., interceptors=[...])` wraps every branch call in async functions
-`(info: CallInfo, request: HttpRequest, call_next) -> HttpResponse`: headers, logging,
-faults injected in tests.
+`(info: CallInfo, request: Request, call_next) -> Response`: headers, logging, faults
+injected in tests. A request is an `HttpRequest`, or a `GrpcRequest` in a workflow run
+against the server's gRPC API (`Workflows("host:36790", ...)`), whose branches are gRPC
+methods and whose call-back the app serves with `Workflows.grpc_handler()`.
 """
 
 from __future__ import annotations
 
-from dtm.client._core import HttpRequest, HttpResponse
+from dtm.client._core import (
+    GrpcRequest,
+    GrpcResponse,
+    HttpRequest,
+    HttpResponse,
+    Request,
+    Response,
+)
 from dtm.workflow._context import (
     Branch,
     BranchInfo,
@@ -44,12 +53,16 @@ __all__ = [
     "BranchInfo",
     "CallInfo",
     "CallNext",
+    "GrpcRequest",
+    "GrpcResponse",
     "HttpRequest",
     "HttpResponse",
     "Interceptor",
     "LocalFn",
     "Phase2",
     "Phase2Fn",
+    "Request",
+    "Response",
     "SyncBranch",
     "SyncPhase2",
     "SyncWorkflow",

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
-from dtm.client._core import BranchIdGen, HttpResponse, check_answer
+from dtm.client._core import BranchIdGen, HttpResponse, Response
 from dtm.client._transport import AsyncTransport
 from dtm.errors import FailureError
 from dtm.protocol import consts
@@ -144,10 +144,11 @@ class _Recorder:
         url: str,
         payload: Any,
         headers: Mapping[str, str] | None,
-    ) -> HttpResponse:
+    ) -> Response:
         """Make a branch call through the interceptors; the one way a workflow calls a
         business URL, so none escapes them. The answer is returned unread."""
         request = _protocol.branch_request(
+            self.dtm,
             method,
             url,
             payload,
@@ -157,7 +158,7 @@ class _Recorder:
             headers={**self.headers, **(headers or {})},
         )
         call = CallInfo(self.workflow, self.gid, info.branch_id, info.op)
-        return await chain(self.interceptors, call, self.transport.send)(request)
+        return await chain(self.interceptors, call, self.transport.answer)(request)
 
     async def send(
         self,
@@ -168,7 +169,7 @@ class _Recorder:
         headers: Mapping[str, str] | None,
     ) -> HttpResponse:
         response = await self.call_branch(info, method, url, payload, headers)
-        return check_answer(response, f"{info.op} {url} of branch {info.branch_id}")
+        return _protocol.read_answer(response, f"{info.op} {url} of branch {info.branch_id}")
 
     async def record(self, info: BranchInfo, status: str, data: bytes) -> None:
         await self.transport.run(
@@ -276,7 +277,9 @@ class Branch:
 
         200 is recorded as succeeded (the body as data); 409 or `dtm_result: FAILURE` as
         failed, raising `FailureError`; 425 (`OngoingError`) and other answers
-        (`TransportError`) are not recorded: the call is made again on resume.
+        (`TransportError`) are not recorded: the call is made again on resume. In a gRPC
+        workflow `url` is a gRPC method and `payload` a protobuf message or bytes: OK is
+        recorded with the reply's bytes, ABORTED as failed, other codes not recorded.
         """
         info = self._action()
         recorder = self._recorder
@@ -284,10 +287,10 @@ class Branch:
         async def step() -> bytes:
             response = await recorder.call_branch(info, method, url, payload, headers)
             try:
-                check_answer(response, f"action {url} of branch {info.branch_id}")
+                answer = _protocol.read_answer(response, f"action {url} of branch {info.branch_id}")
             except FailureError as exc:
-                raise FailureError(response.text) from exc
-            return response.body
+                raise FailureError(_protocol.answer_text(response)) from exc
+            return answer.body
 
         return HttpResponse(200, await recorder.recorded_do(info, step))
 

@@ -1,11 +1,14 @@
 """Interceptors: async functions wrapped around every branch call a workflow makes.
 
-An interceptor is `async def f(info, request, call_next) -> HttpResponse`. The call's
+An interceptor is `async def f(info, request, call_next) -> response`. The call's
 `CallInfo` comes first and apart from the request: the request is what travels down the
 chain (an interceptor may replace it, `dataclasses.replace(request, headers=...)`), while
 which workflow, branch and op the call belongs to is fixed, so `call_next` takes the request
 alone. The calls to the DTM server do not pass through them: those are the SDK's protocol,
 not the app's business traffic.
+
+The request is an `HttpRequest` in a workflow of the HTTP API, a `GrpcRequest` (metadata
+instead of headers) in one of the gRPC API; the response likewise.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from dtm.client._core import HttpRequest, HttpResponse
+from dtm.client._core import Request, Response
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +31,11 @@ class CallInfo:
     op: str
 
 
-CallNext: TypeAlias = Callable[[HttpRequest], Awaitable[HttpResponse]]
-"""The rest of the chain: the next interceptor, the last one's being the HTTP call itself."""
+CallNext: TypeAlias = Callable[[Request], Awaitable[Response]]
+"""The rest of the chain: the next interceptor, the last one's being the call itself."""
 
-Interceptor: TypeAlias = Callable[[CallInfo, HttpRequest, CallNext], Awaitable[HttpResponse]]
-"""`async def f(info: CallInfo, request: HttpRequest, call_next: CallNext) -> HttpResponse`.
+Interceptor: TypeAlias = Callable[[CallInfo, Request, CallNext], Awaitable[Response]]
+"""`async def f(info: CallInfo, request: Request, call_next: CallNext) -> Response`.
 
 It may change the request, look at or replace the response, or answer without calling
 `call_next` at all (a cache, a fault injected in a test). What it returns is read and
@@ -50,7 +53,7 @@ def chain(interceptors: Sequence[Interceptor], info: CallInfo, send: CallNext) -
 
 
 def _link(interceptor: Interceptor, info: CallInfo, call_next: CallNext) -> CallNext:
-    async def call(request: HttpRequest) -> HttpResponse:
+    async def call(request: Request) -> Response:
         return await interceptor(info, request, call_next)
 
     return call

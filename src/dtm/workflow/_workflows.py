@@ -8,19 +8,23 @@ import binascii
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Self, TypeAlias, cast, overload
+from typing import TYPE_CHECKING, Self, TypeAlias, cast, overload
 
 import msgspec
 
-from dtm.client._core import Trans, options_of
+from dtm.client._core import Trans, is_grpc, options_of
 from dtm.client._settings import ClientSettings
 from dtm.client._transport import AsyncTransport
 from dtm.errors import FailureError, OngoingError
 from dtm.protocol import consts
+from dtm.protocol.grpc_calls import parse_url, read_metadata
 from dtm.workflow import _protocol
 from dtm.workflow._context import Workflow, _Recorder, as_bytes, is_async
 from dtm.workflow._interceptors import Interceptor
 from dtm.workflow._sync import SyncWorkflow
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +36,16 @@ returning the workflow's result (bytes, str or None)."""
 
 
 class Workflows:
-    """Workflow functions by name, run against the DTM server at `dtm_url`.
+    """Workflow functions by name, run against the DTM server at `dtm_url`: its HTTP API
+    (`http://host:36789/api/dtmsvr`) or its gRPC API (`host:36790`), in which case the
+    workflow's branches are gRPC methods and its results may be any bytes.
 
     callback_url: the app's endpoint the server calls when a workflow was left unfinished
-        (its process died, or a branch answered neither success nor failure); it receives
-        `?gid=...&op=<name>` and the workflow's data as body and should call
-        `handle_callback` (or `handle_callback_request`).
-    timeout, headers: of every HTTP request (to the server and to the branches).
+        (its process died, or a branch answered neither success nor failure). HTTP: it
+        receives `?gid=...&op=<name>` and the workflow's data as body and should call
+        `handle_callback` (or `handle_callback_request`). gRPC: the app's
+        `host:port/workflow.Workflow/Execute`, served by `grpc_handler()`.
+    timeout, headers: of every request (to the server and to the branches).
     retry_interval, timeout_to_fail, request_timeout: upstream's options, whole seconds;
         retry_interval is the first delay before the server calls back.
     branch_headers: sent on every branch call.
@@ -66,9 +73,11 @@ class Workflows:
         interceptors: Sequence[Interceptor] = (),
         compensate_failed_branch: bool = False,
     ) -> None:
-        if not callback_url.startswith(("http://", "https://")):
-            raise ValueError(f"callback_url should be an http(s) URL, not {callback_url!r}")
         self.settings = ClientSettings.of(dtm_url, timeout=timeout, headers=headers)
+        if is_grpc(self.settings.dtm_url):
+            parse_url(callback_url)  # ValueError unless host:port/package.Service/Method
+        elif not callback_url.startswith(("http://", "https://")):
+            raise ValueError(f"callback_url should be an http(s) URL, not {callback_url!r}")
         self.callback_url = callback_url
         self.options = options_of(
             retry_interval=retry_interval,
@@ -203,6 +212,37 @@ class Workflows:
             log.warning("call-back of workflow %s failed: %r", query.get("gid", ""), exc)
             return 500, _answer("ERROR", str(exc))
         return 200, _answer(consts.RESULT_SUCCESS, "")
+
+    def grpc_handler(self) -> grpc.GenericRpcHandler:
+        """The service `workflow.Workflow` (method `Execute`) that the server calls back
+        over gRPC, for the app's grpc.aio server (`server.add_generic_rpc_handlers(...)`).
+
+        It resumes the workflow named by the call's `dtm-op`, gid `dtm-gid`, with the data
+        of its `WorkflowData`, and answers as upstream's server reads it: OK once the
+        workflow is done (succeeded or failed), FAILED_PRECONDITION while it is running
+        here, INTERNAL for any other error, so that the server calls back again.
+        """
+        import grpc
+        import grpc.aio
+
+        from dtm.protocol.gen import wf_pb2
+
+        async def execute(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            info = read_metadata(context.invocation_metadata() or ())
+            data = wf_pb2.WorkflowData.FromString(request).Data
+            try:
+                await self.handle_callback(info.get("op", ""), info.get("gid", ""), data)
+            except OngoingError as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            except Exception as exc:
+                log.warning("call-back of workflow %s failed: %r", info.get("gid", ""), exc)
+                await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            return b""
+
+        # No (de)serialisers: WorkflowData is decoded above, and Empty is no bytes at all.
+        return grpc.method_handlers_generic_handler(
+            "workflow.Workflow", {"Execute": grpc.unary_unary_rpc_method_handler(execute)}
+        )
 
 
 def _answer(result: str, message: str) -> bytes:
