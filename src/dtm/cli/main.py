@@ -51,11 +51,53 @@ def version() -> None:
 @main.command()
 @_config_option
 @_store_path_option
-def migrate(config_path: str | None, store_path: str | None) -> None:
+@click.option(
+    "--barrier",
+    "barrier_url",
+    metavar="URL",
+    help="Instead of the store: create the sub-transaction barrier table in the business "
+    "database at URL (mysql://user:password@host:port/db, postgresql://..., "
+    "sqlite:///path).",
+)
+@click.option(
+    "--barrier-table",
+    metavar="[SCHEMA.]TABLE",
+    help="With --barrier: the table's name (default: upstream's dtm_barrier.barrier).",
+)
+def migrate(
+    config_path: str | None,
+    store_path: str | None,
+    barrier_url: str | None,
+    barrier_table: str | None,
+) -> None:
     """Create the store's tables where they are missing; never drops data."""
+    if barrier_url is not None:
+        _migrate_barrier(barrier_url, barrier_table)
+        return
     conf = _load_config(config_path, {"Store.Path": store_path})
     asyncio.run(_migrate(conf))
     click.echo(f"dtm: the {conf.Store.Driver} store's schema is ready")
+
+
+def _migrate_barrier(url: str, table: str | None) -> None:
+    from dtm.barrier import create_table, detect_dialect
+    from dtm.cli.databases import connect
+
+    try:
+        conn = connect(url)
+    except (ValueError, ImportError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--barrier") from None
+    except Exception as exc:  # the driver's own connection errors
+        click.echo(f"dtm: cannot connect to {url}: {exc}", err=True)
+        sys.exit(1)
+    try:
+        name = detect_dialect(conn).table_name(table)
+        create_table(conn, table=name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--barrier-table") from None
+    finally:
+        conn.close()
+    click.echo(f"dtm: the barrier table {name} is ready")
 
 
 async def _migrate(conf: Any) -> None:
