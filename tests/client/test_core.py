@@ -38,7 +38,10 @@ def test_the_sdk_does_not_import_the_server() -> None:
     import subprocess
     import sys
 
-    code = "import sys, dtm; print(any(m.startswith('dtm.server') for m in sys.modules))"
+    code = (
+        "import sys, dtm, dtm.workflow, dtm.xa, dtm.xa.aio, dtm.web.grpc, dtm.barrier.aio, "
+        "dtm.client._grpc; print(any(m.startswith('dtm.server') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
