@@ -2,65 +2,20 @@
 
     python examples/saga.py [--dtm URL] [--fail]
 
-A small Flask bank service runs in a thread on a loopback port the OS picks, its balances in
-a throw-away SQLite database. Every branch runs through the sub-transaction barrier, so a
-repeated call, a compensation whose action never arrived, or an action arriving after its
-compensation does no harm. `--fail` makes TransIn answer FAILURE: the server then runs the
-compensations and both balances are back where they started.
+A small Flask bank service (`bank_app` in _bank) runs in a thread on a loopback port the OS
+picks, its balances in a throw-away SQLite database. Every branch runs through the
+sub-transaction barrier, so a repeated call, a compensation whose action never arrived, or an
+action arriving after its compensation does no harm. `--fail` makes TransIn answer FAILURE:
+the server then runs the compensations and both balances are back where they started.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import sys
-from pathlib import Path
 
-from _bank import AMOUNT, open_bank, parse_args, report, serve, wait_done
-from flask import Flask, request
+from _bank import AMOUNT, bank_app, open_bank, parse_args, report, serve, wait_done
 
-from dtm import DtmClient, FailureError
-from dtm.web.flask import branch_barrier, dtm_branch
-
-
-def bank_app(db: Path, *, fail: bool) -> Flask:
-    app = Flask(__name__)
-
-    def adjust(account: int, delta: int) -> None:
-        """Change a balance in the barrier's transaction: the change and the barrier row
-        commit together or not at all."""
-
-        def change(conn: sqlite3.Connection) -> None:
-            conn.execute("update account set balance = balance + ? where id = ?", (delta, account))
-
-        conn = sqlite3.connect(db)
-        try:
-            branch_barrier().call(conn, change)
-        finally:
-            conn.close()
-
-    @app.post("/api/TransOut")
-    @dtm_branch
-    def trans_out() -> None:
-        adjust(1, -request.get_json()["amount"])
-
-    @app.post("/api/TransOutCompensate")
-    @dtm_branch
-    def trans_out_compensate() -> None:
-        adjust(1, request.get_json()["amount"])
-
-    @app.post("/api/TransIn")
-    @dtm_branch
-    def trans_in() -> None:
-        if fail:
-            raise FailureError("TransIn refused (--fail)")  # 409: the saga rolls back
-        adjust(2, request.get_json()["amount"])
-
-    @app.post("/api/TransInCompensate")
-    @dtm_branch
-    def trans_in_compensate() -> None:
-        adjust(2, -request.get_json()["amount"])
-
-    return app
+from dtm import DtmClient
 
 
 def main() -> int:

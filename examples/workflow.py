@@ -2,8 +2,9 @@
 
     python examples/workflow.py [--dtm URL] [--fail]
 
-A small Flask bank service runs in a thread on a loopback port the OS picks, its balances in
-a throw-away SQLite database, each branch behind the sub-transaction barrier. The workflow
+A small Flask bank service (saga.py's, `bank_app` in _bank) runs in a thread on a loopback
+port the OS picks, its balances in a throw-away SQLite database, each branch behind the
+sub-transaction barrier. The workflow
 calls TransOut then TransIn, each with an `on_rollback` compensation. `--fail` makes TransIn
 answer FAILURE: the workflow function raises `FailureError`, the compensations of the
 branches that succeeded run in reverse (TransOutCompensate) and the failure is submitted.
@@ -15,15 +16,12 @@ workflow: recorded branch results are replayed instead of called again.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
-from pathlib import Path
 
-from _bank import AMOUNT, open_bank, parse_args, report, serve, wait_done_async
+from _bank import AMOUNT, bank_app, open_bank, parse_args, report, serve, wait_done_async
 from flask import Flask, Response, request
 
 from dtm import AsyncDtmClient, FailureError
-from dtm.web.flask import branch_barrier, dtm_branch
 from dtm.workflow import Phase2, Workflow, Workflows
 
 
@@ -38,47 +36,6 @@ def add_callback(app: Flask, workflows: Workflows, loop: asyncio.AbstractEventLo
         )
         status, body = future.result()
         return Response(body, status=status, mimetype="application/json")
-
-
-def bank_app(db: Path, *, fail: bool) -> Flask:
-    app = Flask(__name__)
-
-    def adjust(account: int, delta: int) -> None:
-        """Change a balance in the barrier's transaction: the change and the barrier row
-        commit together or not at all."""
-
-        def change(conn: sqlite3.Connection) -> None:
-            conn.execute("update account set balance = balance + ? where id = ?", (delta, account))
-
-        conn = sqlite3.connect(db)
-        try:
-            branch_barrier().call(conn, change)
-        finally:
-            conn.close()
-
-    @app.post("/api/TransOut")
-    @dtm_branch
-    def trans_out() -> None:
-        adjust(1, -request.get_json()["amount"])
-
-    @app.post("/api/TransOutCompensate")
-    @dtm_branch
-    def trans_out_compensate() -> None:
-        adjust(1, request.get_json()["amount"])
-
-    @app.post("/api/TransIn")
-    @dtm_branch
-    def trans_in() -> None:
-        if fail:
-            raise FailureError("TransIn refused (--fail)")  # 409: the workflow rolls back
-        adjust(2, request.get_json()["amount"])
-
-    @app.post("/api/TransInCompensate")
-    @dtm_branch
-    def trans_in_compensate() -> None:
-        adjust(2, -request.get_json()["amount"])
-
-    return app
 
 
 async def run(dtm: str, *, fail: bool) -> int:

@@ -5,7 +5,6 @@ server on a loop in its own thread, on a loopback port the OS picks."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -14,6 +13,8 @@ from typing import Any
 
 import grpc
 import grpc.aio
+
+from tests.harness import Stub
 
 
 @dataclass(frozen=True)
@@ -57,38 +58,28 @@ class _Handler(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(unary)
 
 
-class GrpcBusiness:
-    """`program(name, a, b)` answers a, then b for every later call; a method never
-    programmed answers OK. Every call is recorded with its payload and metadata."""
+class GrpcBusiness(Stub[GrpcCall, GrpcAnswer]):
+    """Every method answers as each test programs it (a `Stub`: a method never programmed
+    answers OK); every call is recorded with its payload and metadata."""
 
     def __init__(self) -> None:
-        self._answers: dict[str, list[GrpcAnswer | Callable[[GrpcCall], GrpcAnswer]]] = {}
-        self._calls: list[GrpcCall] = []
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), "gRPC business stub did not start"
+        super().__init__(G_OK)
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    async def _start(self) -> None:
         self._server = grpc.aio.server()
         self._server.add_generic_rpc_handlers((_Handler(self),))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self._loop.run_until_complete(self._server.start())
-        self._ready.set()
-        self._loop.run_forever()
+        await self._server.start()
+
+    async def _stop(self) -> None:
+        await self._server.stop(None)
 
     async def handle(
         self, method: str, payload: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         call = GrpcCall(method, payload, metadata, time.monotonic())
-        with self._lock:
-            self._calls.append(call)
-            queue = self._answers.get(call.name, [])
-            planned = queue.pop(0) if len(queue) > 1 else (queue[0] if queue else G_OK)
+        planned = self._record(call)
         # A programmed function runs in a thread: it may call this stub again (nested TCC).
         answer = await asyncio.to_thread(planned, call) if callable(planned) else planned
         if answer.code != grpc.StatusCode.OK:
@@ -97,28 +88,6 @@ class GrpcBusiness:
 
     def url(self, name: str) -> str:
         return f"127.0.0.1:{self.port}/busi.Busi/{name}"
-
-    def program(self, name: str, *answers: GrpcAnswer | Callable[[GrpcCall], GrpcAnswer]) -> None:
-        with self._lock:
-            self._answers[name] = list(answers)
-
-    def calls(self, name: str) -> list[GrpcCall]:
-        with self._lock:
-            return [c for c in self._calls if c.name == name]
-
-    def wait_calls(self, name: str, count: int, timeout: float = 10) -> list[GrpcCall]:
-        deadline = time.monotonic() + timeout
-        while len(self.calls(name)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name}: {len(self.calls(name))} calls, wanted {count}")
-            time.sleep(0.02)
-        return self.calls(name)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._server.stop(None), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
 
 class GrpcEndpoints:

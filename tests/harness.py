@@ -4,6 +4,7 @@ whose answers each test programs. Both listen on loopback ports the OS picks."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import requests
 import yaml
@@ -132,6 +133,17 @@ class DtmServer:
         result: dict[str, Any] = resp.json()
         return result
 
+    def branch_rows(self, gid: str) -> list[tuple[str, str, str]]:
+        """The transaction's branches as (branch_id, op, status), in the server's order."""
+        return [(b["branch_id"], b["op"], b["status"]) for b in self.query(gid)["branches"]]
+
+    def branch_records(self, gid: str) -> list[tuple[str, str, str, bytes]]:
+        """`branch_rows` with each branch's bin_data (a workflow's recorded result)."""
+        return [
+            (b["branch_id"], b["op"], b["status"], base64.b64decode(b.get("bin_data", "")))
+            for b in self.query(gid)["branches"]
+        ]
+
     def status(self, gid: str) -> str | None:
         trans = self.query(gid)["transaction"]
         return trans["status"] if trans else None
@@ -153,7 +165,77 @@ class DtmServer:
         return gid
 
 
-# --- the business service stub -------------------------------------------------------------
+# --- the business service stubs ------------------------------------------------------------
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+CallT = TypeVar("CallT", bound=_Named)
+AnswerT = TypeVar("AnswerT")
+
+
+class Stub(Generic[CallT, AnswerT]):
+    """A business service stub on an event loop of its own, in a daemon thread.
+
+    `program(name, a, b)` answers a, then b, then b again for every later call; a name never
+    programmed answers `default`. Every call is recorded. A subclass starts and stops its
+    server (`_start` sets `self.port`) and hands each call to `_record`.
+    """
+
+    def __init__(self, default: AnswerT) -> None:
+        self._default = default
+        self._answers: dict[str, list[AnswerT | Callable[[CallT], AnswerT]]] = {}
+        self._calls: list[CallT] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), f"{type(self).__name__} did not start"
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        raise NotImplementedError
+
+    def _record(self, call: CallT) -> AnswerT | Callable[[CallT], AnswerT]:
+        """Record `call`; what it is to be answered."""
+        with self._lock:
+            self._calls.append(call)
+            queue = self._answers.get(call.name, [])
+            return queue.pop(0) if len(queue) > 1 else (queue[0] if queue else self._default)
+
+    def program(self, name: str, *answers: AnswerT | Callable[[CallT], AnswerT]) -> None:
+        with self._lock:
+            self._answers[name] = list(answers)
+
+    def calls(self, name: str | None = None) -> list[CallT]:
+        with self._lock:
+            return [c for c in self._calls if name is None or c.name == name]
+
+    def wait_calls(self, name: str, count: int, timeout: float = 10) -> list[CallT]:
+        deadline = time.monotonic() + timeout
+        while len(self.calls(name)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}: {len(self.calls(name))} calls, wanted {count}")
+            time.sleep(0.02)
+        return self.calls(name)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
 
 @dataclass(frozen=True)
@@ -186,37 +268,26 @@ class Call:
         return json.loads(self.body) if self.body else None
 
 
-class Business:
-    """An HTTP service whose endpoints `/busi/<name>` answer as each test programs them.
-
-    `program(name, a, b)` answers a, then b, then b again for every later call; an
-    endpoint never programmed answers 200 SUCCESS. Every call is recorded.
-    """
+class Business(Stub[Call, Answer]):
+    """An HTTP service whose endpoints `/busi/<name>` answer as each test programs them (a
+    `Stub`: an endpoint never programmed answers 200 SUCCESS)."""
 
     def __init__(self) -> None:
-        self._answers: dict[str, list[Answer | Callable[[Call], Answer]]] = {}
-        self._calls: list[Call] = []
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-        self.port = self._port
+        super().__init__(OK)
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    async def _start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/busi/{name}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
+        await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
+        await site.start()
         server = site._server
         assert server is not None
-        self._port: int = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self._ready.set()
-        self._loop.run_forever()
+        self.port: int = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def _stop(self) -> None:
+        await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
         call = Call(
@@ -227,10 +298,7 @@ class Business:
             headers=dict(request.headers),
             at=time.monotonic(),
         )
-        with self._lock:
-            self._calls.append(call)
-            queue = self._answers.get(call.name, [])
-            planned = queue.pop(0) if len(queue) > 1 else (queue[0] if queue else OK)
+        planned = self._record(call)
         answer = planned(call) if callable(planned) else planned
         if answer.delay:
             await asyncio.sleep(answer.delay)
@@ -240,35 +308,10 @@ class Business:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/busi/{name}"
 
-    def program(self, name: str, *answers: Answer | Callable[[Call], Answer]) -> None:
-        with self._lock:
-            self._answers[name] = list(answers)
-
-    def calls(self, name: str | None = None) -> list[Call]:
-        with self._lock:
-            return [c for c in self._calls if name is None or c.name == name]
-
-    def wait_calls(self, name: str, count: int, timeout: float = 10) -> list[Call]:
-        deadline = time.monotonic() + timeout
-        while len(self.calls(name)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name}: {len(self.calls(name))} calls, wanted {count}")
-            time.sleep(0.02)
-        return self.calls(name)
-
     def reset(self) -> None:
         with self._lock:
             self._answers.clear()
             self._calls.clear()
-
-    def close(self) -> None:
-        async def shutdown() -> None:
-            await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
 
 class Endpoints:

@@ -199,11 +199,12 @@ class Service:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class RedisService(Service):
-    """redis-server with an append-only file synced on every write: an acknowledged write
-    survives `kill()` and comes back with the next start (no RDB snapshots, so no forks)."""
+class _RedisServer(Service):
+    """redis-server on loopback, its files in `workdir`, no RDB snapshots (so no forks);
+    `options()` says what else this kind of server is."""
 
-    name = "redis"
+    def options(self) -> list[str]:
+        raise NotImplementedError
 
     def command(self) -> list[str]:
         return [
@@ -213,9 +214,8 @@ class RedisService(Service):
             "--daemonize", "no",
             "--dir", str(self.workdir),
             "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "always",
             "--protected-mode", "no",
+            *self.options(),
         ]  # fmt: skip
 
     def ready(self) -> bool:
@@ -223,6 +223,16 @@ class RedisService(Service):
             s.sendall(b"PING\r\n")
             # While loading the AOF, redis answers -LOADING.
             return s.recv(64).startswith(b"+PONG")
+
+
+class RedisService(_RedisServer):
+    """redis-server with an append-only file synced on every write: an acknowledged write
+    survives `kill()` and comes back with the next start."""
+
+    name = "redis"
+
+    def options(self) -> list[str]:
+        return ["--appendonly", "yes", "--appendfsync", "always"]
 
 
 def _traversable_by_others(path: Path) -> bool:
@@ -396,29 +406,17 @@ def service_fixture(cls: type[S], *, scope: Any = "module") -> Callable[..., Ite
     return fixture
 
 
-class RedisClusterNodeService(Service):
+class RedisClusterNodeService(_RedisServer):
     """One master of a `RedisClusterService`: cluster mode, nothing persisted."""
 
     name = "redis-cluster-node"
 
-    def command(self) -> list[str]:
+    def options(self) -> list[str]:
         return [
-            "redis-server",
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--daemonize", "no",
-            "--dir", str(self.workdir),
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(self.workdir / f"nodes-{self.port}.conf"),
-            "--save", "",
             "--appendonly", "no",
-            "--protected-mode", "no",
         ]  # fmt: skip
-
-    def ready(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
 
     def cluster_ok(self) -> bool:
         """Does this node see every slot served?"""

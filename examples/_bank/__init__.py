@@ -1,7 +1,8 @@
 """The scaffolding every example shares: the throw-away SQLite bank, serving its app on a
 loopback port the OS picks, the command line, waiting for the transaction's final status,
-and the printed outcome and exit code. Each example keeps only its mode: the transaction
-itself and the bank's branch handlers.
+and the printed outcome and exit code; and `bank_app`, the Flask bank of actions with
+compensations that saga.py and workflow.py both call. Each example keeps only its mode: the
+transaction itself and the branch handlers no other example shares.
 
 A package rather than `_bank.py`, so that `examples/*.py` stays the list of runnable
 examples; `from _bank import ...` works because `python examples/x.py` puts `examples/` on
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dtm import AsyncDtmClient, DtmClient
+from dtm import AsyncDtmClient, DtmClient, FailureError
 from dtm.barrier import create_table
 
 if TYPE_CHECKING:
@@ -59,6 +60,53 @@ def open_bank() -> Path:
     create_table(conn)  # the barrier's own table, in the same database as the balances
     conn.close()
     return path
+
+
+def bank_app(db: Path, *, fail: bool) -> Flask:
+    """The bank's branches over Flask: TransOut and TransIn with their compensations, each
+    through the barrier; with `fail`, TransIn answers FAILURE."""
+    from flask import Flask, request
+
+    from dtm.web.flask import branch_barrier, dtm_branch
+
+    app = Flask(__name__)
+
+    def adjust(account: int, delta: int) -> None:
+        """Change a balance in the barrier's transaction: the change and the barrier row
+        commit together or not at all."""
+
+        def change(conn: sqlite3.Connection) -> None:
+            conn.execute("update account set balance = balance + ? where id = ?", (delta, account))
+
+        conn = sqlite3.connect(db)
+        try:
+            branch_barrier().call(conn, change)
+        finally:
+            conn.close()
+
+    @app.post("/api/TransOut")
+    @dtm_branch
+    def trans_out() -> None:
+        adjust(1, -request.get_json()["amount"])
+
+    @app.post("/api/TransOutCompensate")
+    @dtm_branch
+    def trans_out_compensate() -> None:
+        adjust(1, request.get_json()["amount"])
+
+    @app.post("/api/TransIn")
+    @dtm_branch
+    def trans_in() -> None:
+        if fail:
+            raise FailureError("TransIn refused (--fail)")  # 409: the transaction rolls back
+        adjust(2, request.get_json()["amount"])
+
+    @app.post("/api/TransInCompensate")
+    @dtm_branch
+    def trans_in_compensate() -> None:
+        adjust(2, -request.get_json()["amount"])
+
+    return app
 
 
 def serve(app: Flask) -> str:

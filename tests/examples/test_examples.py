@@ -49,7 +49,7 @@ def test_fail_rolls_back(name: str, dtm: DtmServer) -> None:
 
 
 GUIDES = Path(__file__).resolve().parents[2] / "docs" / "guide"
-SNIPPET = re.compile(r"```python\n# from examples/(\w+)\.py\n(.*?)```", re.DOTALL)
+SNIPPET = re.compile(r"```python\n# from examples/([\w/]+)\.py\n(.*?)```", re.DOTALL)
 
 
 def test_guide_snippets_are_taken_from_the_examples() -> None:

@@ -8,6 +8,7 @@ It is what Python users of upstream DTM have installed: its bodies carry
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from dtmcli import msg, saga, tcc, utils
@@ -62,19 +63,23 @@ def test_saga_rolls_back(dtm: DtmServer, busi: Endpoints) -> None:
     assert out_comp.json() == req
 
 
+def transfer(busi: Endpoints, req: dict[str, int]) -> Callable[[tcc.Tcc], None]:
+    """dtmcli's TCC body: Try TransOut then TransIn, each with its Confirm and Revert."""
+
+    def branches(t: tcc.Tcc) -> None:
+        for name in ("TransOut", "TransIn"):
+            t.call_branch(
+                req, busi.url(name), busi.url(f"{name}Confirm"), busi.url(f"{name}Revert")
+            )
+
+    return branches
+
+
 def test_tcc_succeeds(dtm: DtmServer, busi: Endpoints) -> None:
     gid = utils.gen_gid(dtm.api)
     req = {"amount": 30}
 
-    def branches(t: tcc.Tcc) -> None:
-        t.call_branch(
-            req, busi.url("TransOut"), busi.url("TransOutConfirm"), busi.url("TransOutRevert")
-        )
-        t.call_branch(
-            req, busi.url("TransIn"), busi.url("TransInConfirm"), busi.url("TransInRevert")
-        )
-
-    assert tcc.tcc_global_transaction(dtm.api, gid, branches) == gid
+    assert tcc.tcc_global_transaction(dtm.api, gid, transfer(busi, req)) == gid
 
     dtm.wait_status(gid, "succeed")
     for name, branch_id in (("TransOut", "01"), ("TransIn", "02")):
@@ -98,16 +103,8 @@ def test_tcc_try_failure_cancels(
     busi.program("TransIn", FAILURE)
     req = {"amount": 30}
 
-    def branches(t: tcc.Tcc) -> None:
-        t.call_branch(
-            req, busi.url("TransOut"), busi.url("TransOutConfirm"), busi.url("TransOutRevert")
-        )
-        t.call_branch(
-            req, busi.url("TransIn"), busi.url("TransInConfirm"), busi.url("TransInRevert")
-        )
-
     # dtmcli prints the try's error, then aborts and answers "".
-    assert tcc.tcc_global_transaction(dtm.api, gid, branches) == ""
+    assert tcc.tcc_global_transaction(dtm.api, gid, transfer(busi, req)) == ""
     assert "DTMFailureError" in capsys.readouterr().err
 
     dtm.wait_status(gid, "failed")

@@ -35,8 +35,21 @@ def ok(resp: requests.Response) -> None:
     assert resp.json() == {"dtm_result": "SUCCESS"}
 
 
-def branch_rows(dtm: DtmServer, gid: str) -> list[tuple[str, str, str]]:
-    return [(b["branch_id"], b["op"], b["status"]) for b in dtm.query(gid)["branches"]]
+def assert_action_calls(
+    busi: Endpoints, body: dict[str, Any], *expected: tuple[str, str, int]
+) -> None:
+    """Each (stub, branch_id, step) was called once, as that branch's action with the
+    step's payload."""
+    for name, branch_id, i in expected:
+        (call,) = busi.calls(name)
+        assert call.method == "POST"
+        assert call.query == {
+            "gid": body["gid"],
+            "trans_type": "msg",
+            "branch_id": branch_id,
+            "op": "action",
+        }
+        assert call.body == body["payloads"][i].encode()
 
 
 def subscribe(dtm: DtmServer, topic: str, url: str, remark: str = "") -> requests.Response:
@@ -52,23 +65,14 @@ def test_prepare_then_submit_calls_actions(dtm: DtmServer, busi: Endpoints, gid:
     ok(dtm.post("prepare", body))
     assert dtm.status(gid) == "prepared"
     ok(dtm.post("prepare", body))  # a repeated prepare is harmless
-    assert branch_rows(dtm, gid) == [("01", "action", "prepared"), ("02", "action", "prepared")]
+    assert dtm.branch_rows(gid) == [("01", "action", "prepared"), ("02", "action", "prepared")]
     time.sleep(0.3)
     assert busi.calls(out) == [] and busi.calls(into) == []
 
     ok(dtm.post("submit", body))
     found = dtm.wait_status(gid, "succeed")
-    for name, branch_id, i in ((out, "01", 0), (into, "02", 1)):
-        (call,) = busi.calls(name)
-        assert call.method == "POST"
-        assert call.query == {
-            "gid": gid,
-            "trans_type": "msg",
-            "branch_id": branch_id,
-            "op": "action",
-        }
-        assert call.body == body["payloads"][i].encode()
-    assert branch_rows(dtm, gid) == [("01", "action", "succeed"), ("02", "action", "succeed")]
+    assert_action_calls(busi, body, (out, "01", 0), (into, "02", 1))
+    assert dtm.branch_rows(gid) == [("01", "action", "succeed"), ("02", "action", "succeed")]
     assert found["transaction"]["query_prepared"] == busi.url("qp")
     assert busi.calls("qp") == [], "a submitted message is never checked back"
 
@@ -82,7 +86,7 @@ def test_submit_without_prepare(dtm: DtmServer, busi: Endpoints, gid: str) -> No
     ok(dtm.post("submit", msg(gid, busi, out)))
     dtm.wait_status(gid, "succeed")
     assert len(busi.calls(out)) == 1
-    assert branch_rows(dtm, gid) == [("01", "action", "succeed")]
+    assert dtm.branch_rows(gid) == [("01", "action", "succeed")]
 
 
 def test_actions_run_in_order(dtm: DtmServer, busi: Endpoints, gid: str) -> None:
@@ -106,7 +110,7 @@ def test_concurrent_actions_run_together(dtm: DtmServer, busi: Endpoints, gid: s
     assert time.monotonic() - started < 2.5
     calls = [busi.calls(n)[0] for n in names]
     assert max(c.at for c in calls) - min(c.at for c in calls) < 0.5
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "action", "succeed"),
         ("02", "action", "succeed"),
         ("03", "action", "succeed"),
@@ -125,7 +129,7 @@ def test_failing_action_is_retried_never_rolled_back(
     dtm.wait_status(gid, "succeed", timeout=15)
     assert len(busi.calls(into)) == 3
     assert len(busi.calls(out)) == 1, "an action that succeeded is not called again"
-    assert branch_rows(dtm, gid) == [("01", "action", "succeed"), ("02", "action", "succeed")]
+    assert dtm.branch_rows(gid) == [("01", "action", "succeed"), ("02", "action", "succeed")]
 
 
 def test_abort_of_a_prepared_msg_fails_it(dtm: DtmServer, busi: Endpoints, gid: str) -> None:
@@ -170,7 +174,7 @@ def test_check_back_failure_fails(dtm: DtmServer, busi: Endpoints, gid: str) -> 
     assert len(busi.calls("qp")) == 1
     time.sleep(0.5)
     assert busi.calls(out) == []
-    assert branch_rows(dtm, gid) == [("01", "action", "prepared")]
+    assert dtm.branch_rows(gid) == [("01", "action", "prepared")]
     assert "business said no" in found["transaction"]["rollback_reason"]
 
 
@@ -211,15 +215,7 @@ def test_topic_fans_out_to_every_subscriber(dtm: DtmServer, busi: Endpoints, gid
         ("01-02", busi.url(two)),
         ("02", busi.url(last)),
     ]
-    for name, branch_id, i in ((one, "01-01", 0), (two, "01-02", 0), (last, "02", 1)):
-        (call,) = busi.calls(name)
-        assert call.query == {
-            "gid": gid,
-            "trans_type": "msg",
-            "branch_id": branch_id,
-            "op": "action",
-        }
-        assert call.body == body["payloads"][i].encode()
+    assert_action_calls(busi, body, (one, "01-01", 0), (two, "01-02", 0), (last, "02", 1))
 
 
 def test_unsubscribe_stops_routing_to_that_url(dtm: DtmServer, busi: Endpoints, gid: str) -> None:

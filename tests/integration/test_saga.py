@@ -45,14 +45,20 @@ def step(busi: Endpoints, action: str, compensate: str, **extra: str) -> dict[st
     return {"action": busi.url(action), "compensate": busi.url(compensate), **extra}
 
 
+def steps(busi: Endpoints, *names: str) -> list[dict[str, str]]:
+    """A step per stub name, each compensated by the stub `<name>-revert`."""
+    return [step(busi, name, f"{name}-revert") for name in names]
+
+
+def concurrent(orders: dict[str, list[int]]) -> str:
+    """custom_data of a concurrent saga: step index -> the steps it waits for."""
+    return json.dumps({"concurrent": True, "orders": orders})
+
+
 def submit(dtm: DtmServer, body: dict[str, Any]) -> None:
     resp = dtm.post("submit", body)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"dtm_result": "SUCCESS"}
-
-
-def branch_rows(dtm: DtmServer, gid: str) -> list[tuple[str, str, str]]:
-    return [(b["branch_id"], b["op"], b["status"]) for b in dtm.query(gid)["branches"]]
 
 
 def trans(dtm: DtmServer, gid: str) -> dict[str, Any]:
@@ -75,7 +81,7 @@ def test_two_steps_succeed_calling_actions_in_order(
     dtm: DtmServer, busi: Endpoints, gid: str
 ) -> None:
     out, into = "out", "in"
-    body = saga(gid, [step(busi, out, f"{out}-revert"), step(busi, into, f"{into}-revert")])
+    body = saga(gid, steps(busi, out, into))
     submit(dtm, body)
     found = dtm.wait_status(gid, "succeed")
 
@@ -95,7 +101,7 @@ def test_two_steps_succeed_calling_actions_in_order(
             "application/json"
         )
     assert busi.calls(f"{out}-revert") == [] and busi.calls(f"{into}-revert") == []
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "compensate", "prepared"),
         ("01", "action", "succeed"),
         ("02", "compensate", "prepared"),
@@ -124,7 +130,7 @@ def test_empty_urls_succeed_without_calls(dtm: DtmServer, busi: Endpoints, gid: 
     dtm.wait_status(gid, "succeed")
     assert len(busi.calls(out)) == 1
     assert len(busi.calls()) == 1, "nothing called for the empty URLs"
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "compensate", "prepared"),
         ("01", "action", "succeed"),
         ("02", "compensate", "prepared"),
@@ -135,7 +141,7 @@ def test_empty_urls_succeed_without_calls(dtm: DtmServer, busi: Endpoints, gid: 
 def test_payload_is_sent_as_the_raw_body(dtm: DtmServer, busi: Endpoints, gid: str) -> None:
     out = "out"
     raw = 'not JSON at all: {"a": 1}, ünïcode, "quotes", \\ backslash\nsecond line'
-    submit(dtm, saga(gid, [step(busi, out, f"{out}-revert")], payloads=[raw]))
+    submit(dtm, saga(gid, steps(busi, out), payloads=[raw]))
     dtm.wait_status(gid, "succeed")
     (call,) = busi.calls(out)
     assert call.method == "POST"
@@ -146,11 +152,7 @@ def test_branch_headers_are_sent_to_branches(dtm: DtmServer, busi: Endpoints, gi
     out, into = "out", "in"
     busi.program(into, FAILURE)
     headers = {"test_header": "test", "X-Tenant": "acme"}
-    body = saga(
-        gid,
-        [step(busi, out, f"{out}-revert"), step(busi, into, f"{into}-revert")],
-        branch_headers=headers,
-    )
+    body = saga(gid, steps(busi, out, into), branch_headers=headers)
     submit(dtm, body)
     dtm.wait_status(gid, "failed")
     calls = [*busi.calls(out), *busi.calls(into), *busi.calls(f"{into}-revert")]
@@ -170,7 +172,7 @@ def test_failure_compensates_in_reverse_including_the_failed_step(
 ) -> None:
     names = ["a", "b", "c"]
     busi.program(names[1], INSUFFICIENT)
-    submit(dtm, saga(gid, [step(busi, n, f"{n}-revert") for n in names]))
+    submit(dtm, saga(gid, steps(busi, *names)))
     found = dtm.wait_status(gid, "failed")
 
     assert len(busi.calls(names[0])) == 1 and len(busi.calls(names[1])) == 1
@@ -188,7 +190,7 @@ def test_failure_compensates_in_reverse_including_the_failed_step(
             "op": "compensate",
         }
         assert json.loads(call.body) == {"amount": 30, "step": int(branch_id) - 1}
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "compensate", "succeed"),
         ("01", "action", "succeed"),
         ("02", "compensate", "succeed"),
@@ -202,12 +204,12 @@ def test_failure_compensates_in_reverse_including_the_failed_step(
 def test_failure_in_a_200_body_counts_as_failure(dtm: DtmServer, busi: Endpoints, gid: str) -> None:
     out = "out"
     busi.program(out, Answer(200, {"dtm_result": "FAILURE", "message": "said in the body"}))
-    submit(dtm, saga(gid, [step(busi, out, f"{out}-revert")]))
+    submit(dtm, saga(gid, steps(busi, out)))
     found = dtm.wait_status(gid, "failed")
     assert len(busi.calls(out)) == 1, "a FAILURE is final, never retried"
     assert len(busi.calls(f"{out}-revert")) == 1
     assert "said in the body" in found["transaction"]["rollback_reason"]
-    assert branch_rows(dtm, gid) == [("01", "compensate", "succeed"), ("01", "action", "failed")]
+    assert dtm.branch_rows(gid) == [("01", "compensate", "succeed"), ("01", "action", "failed")]
 
 
 def test_compensation_errors_are_retried_until_it_succeeds(
@@ -216,11 +218,7 @@ def test_compensation_errors_are_retried_until_it_succeeds(
     out, into = "out", "in"
     busi.program(into, FAILURE)
     busi.program(f"{out}-revert", ERROR, OK)
-    body = saga(
-        gid,
-        [step(busi, out, f"{out}-revert"), step(busi, into, f"{into}-revert")],
-        retry_interval=1,
-    )
+    body = saga(gid, steps(busi, out, into), retry_interval=1)
     submit(dtm, body)
     busi.wait_calls(f"{out}-revert", 1)
     wait_interval(dtm, gid, 2)
@@ -228,7 +226,7 @@ def test_compensation_errors_are_retried_until_it_succeeds(
     dtm.wait_status(gid, "failed", timeout=10)
     assert len(busi.calls(f"{out}-revert")) == 2
     assert len(busi.calls(f"{into}-revert")) == 1, "a compensation that succeeded is not repeated"
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "compensate", "succeed"),
         ("01", "action", "succeed"),
         ("02", "compensate", "succeed"),
@@ -242,17 +240,13 @@ def test_compensation_errors_are_retried_until_it_succeeds(
 def _retried_then_succeed(dtm: DtmServer, busi: Endpoints, gid: str, first: Answer) -> None:
     out, into = "out", "in"
     busi.program(out, first, OK)
-    body = saga(
-        gid,
-        [step(busi, out, f"{out}-revert"), step(busi, into, f"{into}-revert")],
-        retry_interval=1,
-    )
+    body = saga(gid, steps(busi, out, into), retry_interval=1)
     submit(dtm, body)
     busi.wait_calls(out, 1)
     time.sleep(0.3)
     assert dtm.status(gid) == "submitted"
     assert busi.calls(into) == [], "the next step waits for this one"
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "compensate", "prepared"),
         ("01", "action", "prepared"),
         ("02", "compensate", "prepared"),
@@ -338,11 +332,7 @@ def test_concurrent_branch_order_waits_for_predecessor(
 ) -> None:
     first, second = "first", "second"
     busi.program(first, slow(1.0))
-    body = saga(
-        gid,
-        [step(busi, first, f"{first}-revert"), step(busi, second, f"{second}-revert")],
-        custom_data=json.dumps({"concurrent": True, "orders": {"1": [0]}}),
-    )
+    body = saga(gid, steps(busi, first, second), custom_data=concurrent({"1": [0]}))
     submit(dtm, body)
     dtm.wait_status(gid, "succeed")
     (a,) = busi.calls(first)
@@ -356,11 +346,7 @@ def test_concurrent_independent_steps_run_in_parallel(
     names = ["a", "b", "c"]
     busi.program(names[0], slow(1.0))
     busi.program(names[1], slow(1.0))
-    body = saga(
-        gid,
-        [step(busi, n, f"{n}-revert") for n in names],
-        custom_data=json.dumps({"concurrent": True, "orders": {"2": [0]}}),
-    )
+    body = saga(gid, steps(busi, *names), custom_data=concurrent({"2": [0]}))
     started = time.monotonic()
     submit(dtm, body)
     dtm.wait_status(gid, "succeed")
@@ -376,18 +362,14 @@ def test_concurrent_compensation_respects_reverse_orders(
     first, second = "first", "second"
     busi.program(second, INSUFFICIENT)
     busi.program(f"{second}-revert", slow(1.0))
-    body = saga(
-        gid,
-        [step(busi, first, f"{first}-revert"), step(busi, second, f"{second}-revert")],
-        custom_data=json.dumps({"concurrent": True, "orders": {"1": [0]}}),
-    )
+    body = saga(gid, steps(busi, first, second), custom_data=concurrent({"1": [0]}))
     submit(dtm, body)
     found = dtm.wait_status(gid, "failed")
     (undo_second,) = busi.calls(f"{second}-revert")
     (undo_first,) = busi.calls(f"{first}-revert")
     assert undo_first.at - undo_second.at >= 0.95, "step 0 is undone after step 1 is undone"
     assert "Insufficient balance" in found["transaction"]["rollback_reason"]
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "compensate", "succeed"),
         ("01", "action", "succeed"),
         ("02", "compensate", "succeed"),
@@ -401,16 +383,12 @@ def test_concurrent_failure_does_not_compensate_steps_never_started(
     # Upstream's TestSagaConRollbackOrder: step 0 fails, step 1 (after 0) never runs.
     first, second = "first", "second"
     busi.program(first, FAILURE)
-    body = saga(
-        gid,
-        [step(busi, first, f"{first}-revert"), step(busi, second, f"{second}-revert")],
-        custom_data=json.dumps({"concurrent": True, "orders": {"1": [0]}}),
-    )
+    body = saga(gid, steps(busi, first, second), custom_data=concurrent({"1": [0]}))
     submit(dtm, body)
     dtm.wait_status(gid, "failed")
     assert busi.calls(second) == [] and busi.calls(f"{second}-revert") == []
     assert len(busi.calls(f"{first}-revert")) == 1
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "compensate", "succeed"),
         ("01", "action", "failed"),
         ("02", "compensate", "prepared"),
@@ -426,12 +404,7 @@ def test_retry_limit_rolls_back_after_immediate_retries(
 ) -> None:
     out, into = "out", "in"
     busi.program(into, ERROR)
-    body = saga(
-        gid,
-        [step(busi, out, f"{out}-revert"), step(busi, into, f"{into}-revert")],
-        retry_limit=2,
-        retry_interval=10,
-    )
+    body = saga(gid, steps(busi, out, into), retry_limit=2, retry_interval=10)
     submit(dtm, body)
     found = dtm.wait_status(gid, "failed", timeout=10)
     calls = busi.calls(into)
@@ -443,7 +416,7 @@ def test_retry_limit_rolls_back_after_immediate_retries(
     # The erroring action may have done its work: it is compensated, as upstream does.
     assert len(busi.calls(f"{into}-revert")) == 1
     assert len(busi.calls(f"{out}-revert")) == 1
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "compensate", "succeed"),
         ("01", "action", "succeed"),
         ("02", "compensate", "succeed"),
@@ -454,7 +427,7 @@ def test_retry_limit_rolls_back_after_immediate_retries(
 def test_retry_limit_not_reached_succeeds(dtm: DtmServer, busi: Endpoints, gid: str) -> None:
     out = "out"
     busi.program(out, ERROR, ERROR, OK)
-    body = saga(gid, [step(busi, out, f"{out}-revert")], retry_limit=3, wait_result=True)
+    body = saga(gid, steps(busi, out), retry_limit=3, wait_result=True)
     resp = dtm.post("submit", body)
     assert resp.status_code == 200, resp.text
     assert dtm.status(gid) == "succeed"
@@ -465,12 +438,7 @@ def test_retry_limit_not_reached_succeeds(dtm: DtmServer, busi: Endpoints, gid: 
 def test_timeout_to_fail_rolls_back(dtm: DtmServer, busi: Endpoints, gid: str) -> None:
     out, into = "out", "in"
     busi.program(out, ONGOING)
-    body = saga(
-        gid,
-        [step(busi, out, f"{out}-revert"), step(busi, into, f"{into}-revert")],
-        timeout_to_fail=2,
-        retry_interval=1,
-    )
+    body = saga(gid, steps(busi, out, into), timeout_to_fail=2, retry_interval=1)
     started = time.monotonic()
     submit(dtm, body)
     busi.wait_calls(out, 1)
@@ -480,7 +448,7 @@ def test_timeout_to_fail_rolls_back(dtm: DtmServer, busi: Endpoints, gid: str) -
     assert found["transaction"]["rollback_reason"] == "Timeout after 2 seconds"
     assert len(busi.calls(f"{out}-revert")) == 1
     assert busi.calls(into) == [] and busi.calls(f"{into}-revert") == []
-    assert branch_rows(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "compensate", "succeed"),
         ("01", "action", "prepared"),
         ("02", "compensate", "prepared"),
@@ -491,13 +459,7 @@ def test_timeout_to_fail_rolls_back(dtm: DtmServer, busi: Endpoints, gid: str) -
 def test_timeout_to_fail_with_a_slow_branch(dtm: DtmServer, busi: Endpoints, gid: str) -> None:
     out = "out"
     busi.program(out, slow(2.5, ERROR))
-    body = saga(
-        gid,
-        [step(busi, out, f"{out}-revert")],
-        timeout_to_fail=1,
-        request_timeout=5,
-        retry_interval=1,
-    )
+    body = saga(gid, steps(busi, out), timeout_to_fail=1, request_timeout=5, retry_interval=1)
     submit(dtm, body)
     found = dtm.wait_status(gid, "failed", timeout=10)
     assert found["transaction"]["rollback_reason"] == "Timeout after 1 seconds"
@@ -508,11 +470,7 @@ def test_timeout_to_fail_with_a_slow_branch(dtm: DtmServer, busi: Endpoints, gid
 def test_wait_result_success(dtm: DtmServer, busi: Endpoints, gid: str) -> None:
     out, into = "out", "in"
     busi.program(out, slow(0.5))
-    body = saga(
-        gid,
-        [step(busi, out, f"{out}-revert"), step(busi, into, f"{into}-revert")],
-        wait_result=True,
-    )
+    body = saga(gid, steps(busi, out, into), wait_result=True)
     resp = dtm.post("submit", body)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"dtm_result": "SUCCESS"}
@@ -525,11 +483,7 @@ def test_wait_result_failure_answers_409_with_the_reason(
 ) -> None:
     out, into = "out", "in"
     busi.program(into, INSUFFICIENT)
-    body = saga(
-        gid,
-        [step(busi, out, f"{out}-revert"), step(busi, into, f"{into}-revert")],
-        wait_result=True,
-    )
+    body = saga(gid, steps(busi, out, into), wait_result=True)
     resp = dtm.post("submit", body)
     assert resp.status_code == 409, resp.text
     answer = resp.json()
@@ -544,7 +498,7 @@ def test_wait_result_error_answers_ongoing_then_succeeds(
     # Upstream answers FAILURE here though the saga goes on and succeeds; ONGOING is right.
     out = "out"
     busi.program(out, ERROR, OK)
-    body = saga(gid, [step(busi, out, f"{out}-revert")], wait_result=True, retry_interval=1)
+    body = saga(gid, steps(busi, out), wait_result=True, retry_interval=1)
     resp = dtm.post("submit", body)
     assert resp.status_code == 425, resp.text
     assert resp.json()["dtm_result"] == "ONGOING"
@@ -558,7 +512,7 @@ def test_transaction_request_timeout_retries_a_slower_branch(
 ) -> None:
     out = "out"
     busi.program(out, slow(1.6), OK)
-    body = saga(gid, [step(busi, out, f"{out}-revert")], request_timeout=1, retry_interval=1)
+    body = saga(gid, steps(busi, out), request_timeout=1, retry_interval=1)
     submit(dtm, body)
     dtm.wait_status(gid, "succeed", timeout=10)
     calls = busi.calls(out)
@@ -589,7 +543,7 @@ def test_step_request_timeout_overrides_the_global_one(
     with_own = saga(
         gid, [step(busi, patient, f"{patient}-revert", request_timeout="5")], retry_interval=1
     )
-    control = saga(f"{gid}-ctl", [step(busi, hasty, f"{hasty}-revert")], retry_interval=1)
+    control = saga(f"{gid}-ctl", steps(busi, hasty), retry_interval=1)
     submit(dtm, with_own)
     submit(dtm, control)
     dtm.wait_status(gid, "succeed", timeout=10)
@@ -624,7 +578,7 @@ def test_repeated_submit_is_ignored_and_finished_saga_refuses_submit(
         return ONGOING if len(answered) == 1 else OK
 
     busi.program(out, record)
-    body = saga(gid, [step(busi, out, f"{out}-revert")], retry_interval=1)
+    body = saga(gid, steps(busi, out), retry_interval=1)
     submit(dtm, body)
     busi.wait_calls(out, 1)
     submit(dtm, body)  # while submitted: accepted, starts nothing new

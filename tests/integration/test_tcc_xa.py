@@ -75,10 +75,6 @@ def register_xa(
     return dtm.post("registerBranch", body)
 
 
-def branch_view(dtm: DtmServer, gid: str) -> list[tuple[str, str, str]]:
-    return [(b["branch_id"], b["op"], b["status"]) for b in dtm.query(gid)["branches"]]
-
-
 # --- TCC --------------------------------------------------------------------------------
 
 
@@ -95,7 +91,7 @@ def test_tcc_submit_confirms_every_branch_last_registered_first(
     (second,) = busi.calls("confirm02")
     assert second.at < first.at, "the last registered branch is confirmed first"
     assert busi.calls("cancel01") == busi.calls("cancel02") == []
-    assert branch_view(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "cancel", "prepared"),
         ("01", "confirm", "succeed"),
         ("02", "cancel", "prepared"),
@@ -118,7 +114,7 @@ def test_tcc_abort_cancels_every_branch_and_keeps_the_reason(
     (second,) = busi.calls("cancel02")
     assert second.at < first.at, "the last registered branch is cancelled first"
     assert busi.calls("confirm01") == busi.calls("confirm02") == []
-    assert branch_view(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "cancel", "succeed"),
         ("01", "confirm", "prepared"),
         ("02", "cancel", "succeed"),
@@ -265,7 +261,7 @@ def test_xa_submit_commits_every_branch(dtm: DtmServer, busi: Endpoints, gid: st
     assert in_.method == "POST"
     assert in_.body == b'{"amount":30}'
     assert in_.query == {"gid": gid, "trans_type": "xa", "branch_id": "02", "op": "commit"}
-    assert branch_view(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "rollback", "prepared"),
         ("01", "commit", "succeed"),
         ("02", "rollback", "prepared"),
@@ -289,7 +285,7 @@ def test_xa_abort_rolls_back_every_branch(dtm: DtmServer, busi: Endpoints, gid: 
             "branch_id": branch_id,
             "op": "rollback",
         }
-    assert [s for _, _, s in branch_view(dtm, gid)] == ["succeed", "prepared"] * 2
+    assert [s for _, _, s in dtm.branch_rows(gid)] == ["succeed", "prepared"] * 2
 
 
 def test_xa_commit_retried_until_it_succeeds(dtm: DtmServer, busi: Endpoints, gid: str) -> None:

@@ -142,6 +142,25 @@ async def test_load_returns_operations_in_insertion_order(store: Store) -> None:
     assert loaded[0].bin_data == b'{"step":"03"}'
 
 
+async def test_gids_that_prefix_each_other_keep_their_branches_apart(store: Store) -> None:
+    # Stores that build keys or patterns from the gid (Redis: `<prefix>_b_<gid>`) must not
+    # let one gid's branches show in another's, nor its status.
+    gids = ["X", "X0", "X_", "X_b_X"]
+    for number, gid in enumerate(gids):
+        assert await store.create(new_trans(gid), saga_ops(gid, f"0{number}"), next_cron_delay=0)
+    finish = Progress(branches=[BranchUpdate("00", OP_ACTION, SUCCEED)], status=SUCCEED)
+    assert await store.save_progress("X", finish, expect_status=SUBMITTED)
+
+    for number, gid in enumerate(gids):
+        trans, ops = await store.load(gid)
+        assert trans is not None and trans.gid == gid
+        assert {(op.gid, op.branch_id) for op in ops} == {(gid, f"0{number}")}
+    _, ops = await store.load("X0")
+    assert {op.status for op in ops} == {PREPARED}
+    taken = await store.lock_due(owner="me", lease=60, limit=10)
+    assert sorted(trans.gid for trans in taken) == ["X0", "X_", "X_b_X"]
+
+
 # --- add_branches --------------------------------------------------------------------
 
 

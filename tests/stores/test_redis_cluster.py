@@ -11,12 +11,12 @@ import pytest
 import pytest_asyncio
 import redis.cluster
 
-from dtm.protocol.consts import OP_ACTION, PREPARED, SAGA, SUBMITTED, SUCCEED, TCC
+from dtm.protocol.consts import PREPARED, SAGA, SUBMITTED, SUCCEED, TCC
 from dtm.server.stores import redis as redis_store
-from dtm.server.stores.base import BranchUpdate, Progress, ScanFilter
+from dtm.server.stores.base import Progress, ScanFilter
 from dtm.server.stores.redis import RedisStore
 from tests.stores import factory_redis, factory_redis_cluster
-from tests.stores.test_contract import create, new_trans, saga_ops
+from tests.stores.test_contract import create
 
 
 @pytest.fixture
@@ -75,23 +75,6 @@ async def test_ids_are_unique_over_buckets_and_follow_creation(store: RedisStore
         _, ops = await store.load(trans.gid)
         branch_ids.extend(op.id for op in ops)
     assert len(set(branch_ids)) == len(branch_ids)
-
-
-async def test_gids_that_prefix_each_other_keep_their_branches_apart(store: RedisStore) -> None:
-    gids = ["X", "X0", "X_", "X_b_X"]
-    for number, gid in enumerate(gids):
-        assert await store.create(new_trans(gid), saga_ops(gid, f"0{number}"), next_cron_delay=0)
-    finish = Progress(branches=[BranchUpdate("00", OP_ACTION, SUCCEED)], status=SUCCEED)
-    assert await store.save_progress("X", finish, expect_status=SUBMITTED)
-
-    for number, gid in enumerate(gids):
-        trans, ops = await store.load(gid)
-        assert trans is not None and trans.gid == gid
-        assert {(op.gid, op.branch_id) for op in ops} == {(gid, f"0{number}")}
-    _, ops = await store.load("X0")
-    assert {op.status for op in ops} == {PREPARED}
-    taken = await store.lock_due(owner="me", lease=60, limit=10)
-    assert sorted(trans.gid for trans in taken) == ["X0", "X_", "X_b_X"]
 
 
 async def test_two_stores_never_lock_the_same_transaction(tmp_path: Path) -> None:

@@ -29,10 +29,6 @@ def db(request: pytest.FixtureRequest, xa_postgres: PostgresService) -> Iterator
     assert cleanup(d) == [], "the test left xids prepared"
 
 
-def ops(dtm: DtmServer, gid: str) -> list[tuple[str, str, str]]:
-    return [(b["branch_id"], b["op"], b["status"]) for b in dtm.query(gid)["branches"]]
-
-
 def register(workflows: Workflows, db: Db, *, fail_second: bool = False) -> None:
     """Workflow "xa": two do_xa branches inserting rows 1 and 2; async over asyncmy on
     MariaDB, blocking over psycopg on PostgreSQL."""
@@ -87,7 +83,7 @@ async def test_success_commits_every_xa_branch(dtm: DtmServer, busi: Endpoints, 
     assert db.prepared() == []
     trans = dtm.query(gid)["transaction"]
     assert (trans["status"], base64.b64decode(trans["result"])) == ("succeed", b"row 1,row 2")
-    assert ops(dtm, gid) == [
+    assert dtm.branch_rows(gid) == [
         ("01", "business", "succeed"),
         ("01", "action", "succeed"),
         ("02", "business", "succeed"),
@@ -109,7 +105,7 @@ async def test_failure_rolls_back_the_prepared_branches(
     assert db.ids() == []
     assert db.prepared() == []
     assert dtm.status(gid) == "failed"
-    recorded = ops(dtm, gid)
+    recorded = dtm.branch_rows(gid)
     assert ("01", "rollback", "succeed") in recorded
     assert ("02", "action", "failed") in recorded
 
@@ -154,4 +150,4 @@ async def test_a_step_that_may_have_prepared_is_not_redone(
     assert dtm.status(gid) == "failed"
     assert db.prepared() == []
     assert db.ids() == []
-    assert ("01", "rollback", "succeed") in ops(dtm, gid)
+    assert ("01", "rollback", "succeed") in dtm.branch_rows(gid)

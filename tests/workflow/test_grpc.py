@@ -19,13 +19,6 @@ from tests.grpc_busi import G_ERROR, G_FAILURE, GrpcAnswer, GrpcEndpoints
 from tests.harness import DtmServer
 
 
-def ops(dtm: DtmServer, gid: str) -> list[tuple[str, str, str, bytes]]:
-    return [
-        (b["branch_id"], b["op"], b["status"], base64.b64decode(b.get("bin_data", "")))
-        for b in dtm.query(gid)["branches"]
-    ]
-
-
 @asynccontextmanager
 async def callback_server(target: Callable[[], Workflows | None]) -> AsyncIterator[str]:
     """The app's grpc.aio server in the test's loop, serving whatever `Workflows` `target`
@@ -70,7 +63,7 @@ async def test_branches_are_grpc_calls_with_byte_results(
     assert result == b"\xff\x00not utf-8"
     found = dtm.query(gid)["transaction"]
     assert (found["status"], found["protocol"]) == ("succeed", "grpc")
-    assert ops(dtm, gid) == [
+    assert dtm.branch_records(gid) == [
         ("01", "action", "succeed", b"\xff\x00not utf-8"),
         ("02", "action", "succeed", b""),
     ]

@@ -4,7 +4,6 @@ without a call, replay on resume without the chain, and a raised FailureError.""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from typing import Any
 
@@ -24,13 +23,6 @@ from dtm.workflow import (
     Workflows,
 )
 from tests.harness import FAILURE, Answer, DtmServer, Endpoints
-
-
-def ops(dtm: DtmServer, gid: str) -> list[tuple[str, str, str, bytes]]:
-    return [
-        (b["branch_id"], b["op"], b["status"], base64.b64decode(b.get("bin_data", "")))
-        for b in dtm.query(gid)["branches"]
-    ]
 
 
 def with_header(request: HttpRequest, name: str, value: str) -> HttpRequest:
@@ -116,7 +108,7 @@ async def test_first_interceptor_is_outermost(dtm: DtmServer, busi: Endpoints, g
     assert events == ["a>", "b>", "b<", "a<"]
     assert busi.calls("x")[0].headers["X-Chain"] == "a,b"
     # What is recorded is what the whole chain answered.
-    assert ops(dtm, gid) == [("01", "action", "succeed", b"body+b+a")]
+    assert dtm.branch_records(gid) == [("01", "action", "succeed", b"body+b+a")]
 
 
 async def test_interceptor_answers_without_calling(
@@ -143,7 +135,7 @@ async def test_interceptor_answers_without_calling(
     assert result == b'from cache|{"dtm_result": "SUCCESS"}'
     assert busi.count("cached") == 0
     assert busi.count("live") == 1
-    assert ops(dtm, gid)[0] == ("01", "action", "succeed", b"from cache")
+    assert dtm.branch_records(gid)[0] == ("01", "action", "succeed", b"from cache")
 
 
 async def test_replay_after_resume_skips_the_chain(
@@ -216,7 +208,7 @@ async def test_interceptor_raising_failure_rolls_back(
     assert busi.count("b") == 0
     assert busi.count("a-revert") == 1
     assert dtm.status(gid) == "failed"
-    assert ops(dtm, gid) == [
+    assert dtm.branch_records(gid) == [
         ("01", "action", "succeed", b'{"dtm_result": "SUCCESS"}'),
         ("02", "action", "failed", b"injected failure"),
         ("01", "rollback", "succeed", b""),

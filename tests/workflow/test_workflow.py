@@ -18,13 +18,6 @@ from dtm.workflow import BranchInfo, Phase2, SyncPhase2, SyncWorkflow, Workflow,
 from tests.harness import ERROR, FAILURE, Answer, DtmServer, Endpoints, slow
 
 
-def ops(dtm: DtmServer, gid: str) -> list[tuple[str, str, str, bytes]]:
-    return [
-        (b["branch_id"], b["op"], b["status"], base64.b64decode(b.get("bin_data", "")))
-        for b in dtm.query(gid)["branches"]
-    ]
-
-
 def answer(body: str) -> Answer:
     return Answer(200, body)
 
@@ -90,7 +83,7 @@ async def test_success_records_branches_commits_and_submits(
     assert trans["status"] == "succeed"
     assert base64.b64decode(trans["result"]) == result
     assert trans["query_prepared"] == busi.url("callback")
-    assert ops(dtm, gid) == [
+    assert dtm.branch_records(gid) == [
         ("01", "action", "succeed", b'{"out":1}'),
         ("02", "action", "succeed", b'{"dtm_result": "SUCCESS"}'),
         ("03", "action", "succeed", b"local result"),
@@ -137,7 +130,7 @@ async def test_failure_rolls_back_in_reverse_and_submits_failed(
     trans = dtm.query(gid)["transaction"]
     assert trans["status"] == "failed"
     assert "business said no" in trans["rollback_reason"]
-    recorded = ops(dtm, gid)
+    recorded = dtm.branch_records(gid)
     assert recorded[:3] == [
         ("01", "action", "succeed", b'{"dtm_result": "SUCCESS"}'),
         ("02", "action", "succeed", b"ok"),
@@ -187,7 +180,7 @@ async def test_unfinished_workflow_is_resumed_by_the_call_back(
     assert busi.count("b2") == 2
     assert local_runs == ["02"]
     assert base64.b64decode(found["transaction"]["result"]) == b"firstLsecond"
-    assert ops(dtm, gid) == [
+    assert dtm.branch_records(gid) == [
         ("01", "action", "succeed", b"first"),
         ("02", "action", "succeed", b"L"),
         ("03", "action", "succeed", b"second"),
@@ -212,7 +205,7 @@ async def test_sync_function_runs_in_a_thread(dtm: DtmServer, busi: Endpoints, g
 
     assert dtm.status(gid) == "succeed"
     assert busi.count("s1-confirm") == 1
-    assert ops(dtm, gid)[-1] == ("01", "commit", "succeed", b"")
+    assert dtm.branch_records(gid)[-1] == ("01", "commit", "succeed", b"")
 
 
 async def test_registry_rejects_unknown_and_duplicate_names(dtm: DtmServer) -> None:

@@ -245,15 +245,23 @@ class BranchBarrier:
             self.op,
         )
         logger.debug("%s: origin added %d, current added %d", self, origin_added, current_added)
+        skip = self._skip_reason(origin_added, current_added)
+        if skip:
+            logger.debug("%s: %s, skipped", self, skip)
+            return None
+        return fn(conn)
+
+    def _skip_reason(self, origin_added: int, current_added: int) -> str | None:
+        """Why the business code must not run, given how many barrier rows the call just
+        inserted for the origin op and for its own; None when it runs. DuplicateError for a
+        repeated op "msg"."""
         if self.op == OP_MSG and current_added == 0:
             raise DuplicateError(f"{self}: the message's local transaction already ran")
         if origin_added > 0:
-            logger.debug("%s: null compensation, skipped", self)
-            return None
+            return "null compensation"
         if current_added == 0:
-            logger.debug("%s: repeated or hanging request, skipped", self)
-            return None
-        return fn(conn)
+            return "repeated or hanging request"
+        return None
 
 
 def _execute(conn: Connection, sql: str, params: Sequence[Any] | None = None) -> int:

@@ -22,7 +22,7 @@ from dtm.barrier._barrier import (
     TransactionStateError,
 )
 from dtm.barrier._dialect import Dialect, get_dialect
-from dtm.errors import DuplicateError, FailureError
+from dtm.errors import FailureError
 from dtm.protocol.consts import CHECKBACK_BRANCH_ID, OP_MSG, OP_ROLLBACK
 
 __all__ = ["DRIVER_DIALECT", "AsyncBranchBarrier", "create_table", "in_transaction"]
@@ -223,13 +223,9 @@ class AsyncBranchBarrier:
             table, b.trans_type, b.gid, b.branch_id, b.op, bid, b.op
         )
         logger.debug("%s: origin added %d, current added %d", self, origin_added, current_added)
-        if b.op == OP_MSG and current_added == 0:
-            raise DuplicateError(f"{self}: the message's local transaction already ran")
-        if origin_added > 0:
-            logger.debug("%s: null compensation, skipped", self)
-            return None
-        if current_added == 0:
-            logger.debug("%s: repeated or hanging request, skipped", self)
+        skip = b._skip_reason(origin_added, current_added)
+        if skip:
+            logger.debug("%s: %s, skipped", self, skip)
             return None
         return await fn(conn)
 

@@ -98,5 +98,15 @@ def result_of(exc: BaseException | None) -> tuple[int, Body] | None:
     return None
 
 
+def answer(exc: BaseException | None) -> tuple[int, Body]:
+    """`result_of(exc)` for a framework's response: raises `exc` itself when it is not one
+    of DTM's results, so the framework answers 500."""
+    result = result_of(exc)
+    if result is None:
+        assert exc is not None
+        raise exc
+    return result
+
+
 HANDLED: tuple[type[Exception], ...] = (FailureError, OngoingError, DuplicateError)
 """The exception types `result_of` maps, for frameworks that register handlers by type."""

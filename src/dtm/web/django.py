@@ -18,7 +18,7 @@ from typing import Concatenate, ParamSpec
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from dtm.barrier import BranchBarrier
-from dtm.web._core import HANDLED, TransInfo, result_of
+from dtm.web._core import HANDLED, TransInfo, answer
 
 __all__ = ["DtmMiddleware", "branch_barrier", "dtm_branch", "dtm_response", "trans_info"]
 
@@ -42,11 +42,7 @@ def dtm_response(exc: BaseException | None = None) -> JsonResponse:
 
     Raises `exc` itself when it is not one of DTM's results, so Django answers 500.
     """
-    result = result_of(exc)
-    if result is None:
-        assert exc is not None
-        raise exc
-    status, body = result
+    status, body = answer(exc)
     return JsonResponse(body, status=status)
 
 

@@ -21,7 +21,7 @@ from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from dtm.barrier import BranchBarrier
-from dtm.web._core import HANDLED, TransInfo, result_of
+from dtm.web._core import HANDLED, TransInfo, answer
 
 __all__ = [
     "branch_barrier",
@@ -49,11 +49,7 @@ def dtm_response(exc: BaseException | None = None) -> Response:
 
     Raises `exc` itself when it is not one of DTM's results, so Flask answers 500.
     """
-    result = result_of(exc)
-    if result is None:
-        assert exc is not None
-        raise exc
-    status, body = result
+    status, body = answer(exc)
     response = jsonify(body)
     response.status_code = status
     return response

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from dtm.barrier import BranchBarrier
 from dtm.protocol import consts
-from dtm.web._core import HANDLED, TransInfo, result_of
+from dtm.web._core import HANDLED, TransInfo, answer
 
 __all__ = [
     "add_dtm_exception_handlers",
@@ -55,11 +55,7 @@ def dtm_response(exc: BaseException | None = None) -> JSONResponse:
 
     Raises `exc` itself when it is not one of DTM's results, so the framework answers 500.
     """
-    result = result_of(exc)
-    if result is None:
-        assert exc is not None
-        raise exc
-    status, body = result
+    status, body = answer(exc)
     return JSONResponse(body, status_code=status)
 
 

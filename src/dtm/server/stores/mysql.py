@@ -49,12 +49,18 @@ from dtm.server.stores.base import (
     pool_size,
 )
 from dtm.server.stores.rows import (
+    NEW_GLOBAL_COLUMNS,
     branch_from_row,
     find_kv_query,
     global_from_row,
+    global_values,
     kv_from_row,
     next_position,
     parse_position,
+    progress_columns,
+    scan_kv_query,
+    scan_query,
+    stamp_branches,
 )
 
 __all__ = ["MysqlStore"]
@@ -87,10 +93,8 @@ _UNFINISHED = f"'{ABORTING}', '{PREPARED}', '{SUBMITTED}'"
 _FINISHED = f"'{FAILED}', '{SUCCEED}'"
 
 _INSERT_GLOBAL = (
-    "INSERT INTO trans_global (gid, trans_type, status, query_prepared, protocol,"
-    " create_time, update_time, options, custom_data, next_cron_interval, next_cron_time,"
-    " owner, ext_data, result, rollback_reason)"
-    " VALUES (%s, %s, %s, %s, %s, @now, @now, %s, %s, %s, {due}, %s, %s, %s, %s)"
+    f"INSERT INTO trans_global ({NEW_GLOBAL_COLUMNS}, create_time, update_time)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {due}, %s, %s, %s, %s, @now, @now)"
 )
 # `id = id` leaves an existing operation as it was; its insert id is then 0.
 _INSERT_BRANCH = (
@@ -147,6 +151,11 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromtimestamp(value if isinstance(value, int) else float(value), UTC)
 
 
+def _mark(_n: int) -> str:
+    """The placeholder of a statement's values, whatever their place."""
+    return "%s"
+
+
 def _later(delay: float) -> str:
     """SQL for now + `delay` seconds as a DATETIME; its one parameter is `_seconds(delay)`."""
     rounding = "CEIL" if delay > 0 else "FLOOR"
@@ -173,14 +182,6 @@ def _quote_name(name: str) -> str:
 
 def _branch_values(gid: str, branch: TransBranch) -> tuple[object, ...]:
     return (gid, branch.url, branch.bin_data, branch.branch_id, branch.op, branch.status)
-
-
-def _stamp_branches(branches: Sequence[TransBranch], ids: list[int], now: datetime | None) -> None:
-    """Give the caller's objects what the store wrote for them (skipping those not new)."""
-    for branch, branch_id in zip(branches, ids, strict=True):
-        if branch_id:
-            branch.id = branch_id
-            branch.create_time = branch.update_time = now
 
 
 class _Session:
@@ -377,21 +378,7 @@ class MysqlStore(Store):
             " FROM trans_global WHERE gid = %s",
             "COMMIT",
         ]
-        args: list[object] = [
-            trans.gid,
-            trans.trans_type,
-            trans.status,
-            trans.query_prepared,
-            trans.protocol,
-            trans.options,
-            trans.custom_data,
-            trans.next_cron_interval,
-            _seconds(next_cron_delay),
-            trans.owner,
-            trans.ext_data,
-            trans.result,
-            trans.rollback_reason,
-        ]
+        args = global_values(trans, _seconds(next_cron_delay))
         for branch in branches:
             args.extend(_branch_values(trans.gid, branch))
         args.append(trans.gid)
@@ -410,7 +397,7 @@ class MysqlStore(Store):
         trans.create_time = trans.update_time = _time(created)
         trans.next_cron_time = _time(due)
         ids = [result.lastrowid for result in results[3 : 3 + len(branches)]]
-        _stamp_branches(branches, ids, trans.create_time)
+        stamp_branches(branches, ids, trans.create_time)
         return True
 
     async def find(self, gid: str) -> TransGlobal | None:
@@ -456,31 +443,20 @@ class MysqlStore(Store):
             return False
         [(now,)] = results[-2].rows
         ids = [result.lastrowid for result in results[4 : 4 + len(branches)]]
-        _stamp_branches(branches, ids, _time(now))
+        stamp_branches(branches, ids, _time(now))
         return True
 
     async def save_progress(
         self, gid: str, progress: Progress, *, expect_status: str, owner: str | None = None
     ) -> bool:
         # Column names come from this method only; every value is a bound parameter.
-        sets: list[str] = []
-        args: list[object] = []
-        if progress.status is not None:
-            sets.append("status = %s")
-            args.append(progress.status)
-            if progress.status == SUCCEED:
-                sets.append("finish_time = @now")
-            elif progress.status == FAILED:
-                sets.append("rollback_time = @now")
-        for column, value in (
-            ("rollback_reason", progress.rollback_reason),
-            ("result", progress.result),
-            ("next_cron_interval", progress.next_cron_interval),
-            ("owner", progress.owner),
-        ):
-            if value is not None:
-                sets.append(f"{column} = %s")
-                args.append(value)
+        changes = progress_columns(progress)
+        sets = [f"{column} = %s" for column in changes]
+        args: list[object] = list(changes.values())
+        if progress.status == SUCCEED:
+            sets.append("finish_time = @now")
+        elif progress.status == FAILED:
+            sets.append("rollback_time = @now")
         if progress.next_cron_delay is not None:
             sets.append(f"next_cron_time = {_later(progress.next_cron_delay)}")
             args.append(_seconds(progress.next_cron_delay))
@@ -583,43 +559,28 @@ class MysqlStore(Store):
         return len(rows)
 
     async def scan(self, *, position: str, limit: int, where: ScanFilter) -> Page:
-        conditions: list[str] = []
-        args: list[object] = []
-        for condition, value in (
-            ("id < %s", parse_position(position)),
-            ("status = %s", where.status),
-            ("trans_type = %s", where.trans_type),
-            ("create_time >= FROM_UNIXTIME(%s)", where.create_time_start),
-            ("create_time <= FROM_UNIXTIME(%s)", where.create_time_end),
-        ):
-            if value is not None:
-                conditions.append(condition)
-                args.append(_unix(value) if isinstance(value, datetime) else value)
-        sql = f"SELECT {_GLOBAL_COLUMNS} FROM trans_global"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        args.append(limit)
-        [result] = await self._read(f"{sql} ORDER BY id DESC LIMIT %s", args)
+        sql, args = scan_query(
+            _GLOBAL_COLUMNS,
+            parse_position(position),
+            where,
+            limit,
+            mark=_mark,
+            moment=_unix,
+            moment_mark="FROM_UNIXTIME({})",
+        )
+        [result] = await self._read(sql, args)
         items = [global_from_row(row, _time) for row in result.rows]
         return Page(items, next_position([trans.id for trans in items], limit))
 
     # --- key-value pairs ------------------------------------------------------------
 
     async def find_kv(self, cat: str, key: str) -> list[KV]:
-        sql, values = find_kv_query(_KV_COLUMNS, cat, key, lambda _: "%s")
+        sql, values = find_kv_query(_KV_COLUMNS, cat, key, _mark)
         [result] = await self._read(sql, values or None)
         return [kv_from_row(row, _time) for row in result.rows]
 
     async def scan_kv(self, cat: str, *, position: str, limit: int) -> tuple[list[KV], str]:
-        before = parse_position(position)
-        if before is None:
-            sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = %s ORDER BY id DESC LIMIT %s"
-            args: tuple[object, ...] = (cat, limit)
-        else:
-            sql = (
-                f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = %s AND id < %s ORDER BY id DESC LIMIT %s"
-            )
-            args = (cat, before, limit)
+        sql, args = scan_kv_query(_KV_COLUMNS, cat, parse_position(position), limit, _mark)
         [result] = await self._read(sql, args)
         items = [kv_from_row(row, _time) for row in result.rows]
         return items, next_position([kv.id for kv in items], limit)

@@ -38,12 +38,21 @@ from dtm.server.stores.base import (
     pool_size,
 )
 from dtm.server.stores.rows import (
+    BRANCH_COLUMNS,
+    GLOBAL_COLUMNS,
+    KV_COLUMNS,
+    NEW_GLOBAL_COLUMNS,
     branch_from_row,
     find_kv_query,
     global_from_row,
+    global_values,
     kv_from_row,
     next_position,
     parse_position,
+    progress_columns,
+    scan_kv_query,
+    scan_query,
+    stamp_branches,
 )
 
 __all__ = ["PostgresStore"]
@@ -88,18 +97,8 @@ def _quoted(statuses: Iterable[str]) -> str:
 _UNFINISHED = _quoted(UNFINISHED)
 _FINISHED = _quoted(FINISHED)
 
-_GLOBAL_COLUMNS = (
-    "id, gid, trans_type, status, query_prepared, protocol, create_time, update_time,"
-    " finish_time, rollback_time, options, custom_data, next_cron_interval, next_cron_time,"
-    " owner, ext_data, result, rollback_reason"
-)
-_BRANCH_COLUMNS = (
-    "id, gid, url, bin_data, branch_id, op, status, create_time, update_time, finish_time,"
-    " rollback_time"
-)
 # Where a branch's columns start in a row of _LOAD.
-_WIDTH = _GLOBAL_COLUMNS.count(",") + 1
-_KV_COLUMNS = "id, cat, k, v, version, create_time, update_time"
+_WIDTH = GLOBAL_COLUMNS.count(",") + 1
 
 # New branch operations of one gid, in the caller's order (ids follow it), from parallel
 # arrays; $1 is the gid, `g` the guarding CTE, `stamp` the time to write.
@@ -115,11 +114,9 @@ _INSERTED = (
 )
 
 _CREATE = (
-    "WITH g AS (INSERT INTO trans_global (gid, trans_type, status, query_prepared, protocol,"
-    " create_time, update_time, options, custom_data, next_cron_interval, next_cron_time,"
-    " owner, ext_data, result, rollback_reason)"
-    f" VALUES ($1, $2, $3, $4, $5, {_NOW}, {_NOW}, $6, $7, $8, {_later('$9::float8')},"
-    " $10, $11, $12, $13) ON CONFLICT (gid) DO NOTHING"
+    f"WITH g AS (INSERT INTO trans_global ({NEW_GLOBAL_COLUMNS}, create_time, update_time)"
+    f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {_later('$9::float8')}, $10, $11, $12, $13,"
+    f" {_NOW}, {_NOW}) ON CONFLICT (gid) DO NOTHING"
     " RETURNING id, create_time, next_cron_time),"
     " b AS (INSERT INTO trans_branch_op (gid, url, bin_data, branch_id, op, status,"
     " create_time, update_time)"
@@ -170,9 +167,9 @@ _LOCK_DUE = (
     " taken AS (UPDATE trans_global AS t"
     f" SET owner = $1, next_cron_time = {_later('$2::float8')}, update_time = {_NOW}"
     " FROM due WHERE t.id = due.id"
-    f" RETURNING {', '.join('t.' + c for c in _GLOBAL_COLUMNS.split(', '))},"
+    f" RETURNING {', '.join('t.' + c for c in GLOBAL_COLUMNS.split(', '))},"
     " due.next_cron_time AS was_due)"
-    f" SELECT {_GLOBAL_COLUMNS} FROM taken ORDER BY was_due, id"
+    f" SELECT {GLOBAL_COLUMNS} FROM taken ORDER BY was_due, id"
 )
 
 _RESET_CRON_TIME = (
@@ -187,12 +184,12 @@ _RESET_NEXT_CRON_TIME = (
     f" WHERE gid = $1 AND status IN ({_UNFINISHED})"
 )
 
-_FIND = f"SELECT {_GLOBAL_COLUMNS} FROM trans_global WHERE gid = $1"
+_FIND = f"SELECT {GLOBAL_COLUMNS} FROM trans_global WHERE gid = $1"
 
 # The global's columns ride on each of its branch rows: one read, one snapshot.
 _LOAD = (
-    f"SELECT {', '.join('g.' + c for c in _GLOBAL_COLUMNS.split(', '))},"
-    f" {', '.join('b.' + c for c in _BRANCH_COLUMNS.split(', '))}"
+    f"SELECT {', '.join('g.' + c for c in GLOBAL_COLUMNS.split(', '))},"
+    f" {', '.join('b.' + c for c in BRANCH_COLUMNS.split(', '))}"
     " FROM trans_global AS g LEFT JOIN trans_branch_op AS b ON b.gid = g.gid"
     " WHERE g.gid = $1 ORDER BY b.id"
 )
@@ -230,19 +227,13 @@ def _branch_arrays(branches: Sequence[TransBranch]) -> tuple[list[Any], ...]:
     )
 
 
-def _stamp_branches(
-    branches: Sequence[TransBranch],
-    ids: Sequence[int],
-    keys: Iterable[tuple[str, str]],
-    stamp: datetime,
-) -> None:
-    """Give the caller's objects what was inserted for them; those left alone keep id 0."""
+def _inserted_ids(
+    branches: Sequence[TransBranch], ids: Sequence[int], keys: Iterable[tuple[str, str]]
+) -> list[int]:
+    """The id inserted for each of the caller's branches, in their order; 0 for those left
+    alone. `ids` and `keys` (branch_id, op) are what the insert returned, in its order."""
     inserted = dict(zip(keys, ids, strict=True))
-    for branch in branches:
-        branch_id = inserted.pop((branch.branch_id, branch.op), 0)
-        if branch_id:
-            branch.id = branch_id
-            branch.create_time = branch.update_time = stamp
+    return [inserted.pop((branch.branch_id, branch.op), 0) for branch in branches]
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -257,6 +248,11 @@ def _connection_lost(exc: BaseException) -> bool:
 def _affected(status: str) -> int:
     """The row count of a command status such as "UPDATE 3" or "INSERT 0 1"."""
     return int(status.rsplit(" ", 1)[-1])
+
+
+def _mark(n: int) -> str:
+    """The placeholder of the n-th value of a statement."""
+    return f"${n}"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -414,26 +410,15 @@ class PostgresStore(Store):
     ) -> bool:
         row = await self._fetchrow(
             _CREATE,
-            trans.gid,
-            trans.trans_type,
-            trans.status,
-            trans.query_prepared,
-            trans.protocol,
-            trans.options,
-            trans.custom_data,
-            trans.next_cron_interval,
-            float(next_cron_delay),
-            trans.owner,
-            trans.ext_data,
-            trans.result,
-            trans.rollback_reason,
+            *global_values(trans, float(next_cron_delay)),
             *_branch_arrays(branches),
         )
         if row is None:
             return False
         trans.id, trans.create_time, trans.next_cron_time = row[0], row[1], row[2]
         trans.update_time = row[1]
-        _stamp_branches(branches, row[3], zip(row[4], row[5], strict=True), row[1])
+        ids = _inserted_ids(branches, row[3], zip(row[4], row[5], strict=True))
+        stamp_branches(branches, ids, row[1])
         return True
 
     async def find(self, gid: str) -> TransGlobal | None:
@@ -453,7 +438,8 @@ class PostgresStore(Store):
         row = await self._fetchrow(_ADD_BRANCHES, gid, expect_status, *_branch_arrays(branches))
         if row is None or not row[0]:
             return False
-        _stamp_branches(branches, row[2], zip(row[3], row[4], strict=True), row[1])
+        ids = _inserted_ids(branches, row[2], zip(row[3], row[4], strict=True))
+        stamp_branches(branches, ids, row[1])
         return True
 
     async def save_progress(
@@ -461,17 +447,7 @@ class PostgresStore(Store):
     ) -> bool:
         # One update per operation; of repeated ones the last wins, as if applied in order.
         updates = {(u.branch_id, u.op): u.status for u in progress.branches}
-        touches_global = any(
-            value is not None
-            for value in (
-                progress.status,
-                progress.rollback_reason,
-                progress.result,
-                progress.next_cron_interval,
-                progress.next_cron_delay,
-                progress.owner,
-            )
-        )
+        touches_global = bool(progress_columns(progress)) or progress.next_cron_delay is not None
         delay = progress.next_cron_delay
         matched: bool = await self._fetchval(
             _SAVE_PROGRESS,
@@ -503,24 +479,10 @@ class PostgresStore(Store):
         return await self._execute(_RESET_NEXT_CRON_TIME, gid) > 0
 
     async def scan(self, *, position: str, limit: int, where: ScanFilter) -> Page:
-        conditions: list[str] = []
-        values: list[object] = []
-        for column, value in (
-            ("id <", parse_position(position)),
-            ("status =", where.status),
-            ("trans_type =", where.trans_type),
-            ("create_time >=", where.create_time_start and _utc(where.create_time_start)),
-            ("create_time <=", where.create_time_end and _utc(where.create_time_end)),
-        ):
-            if value is not None:
-                values.append(value)
-                conditions.append(f"{column} ${len(values)}")
-        sql = f"SELECT {_GLOBAL_COLUMNS} FROM trans_global"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        values.append(limit)
-        rows = await self._fetch(f"{sql} ORDER BY id DESC LIMIT ${len(values)}", *values)
-        items = [global_from_row(row) for row in rows]
+        sql, values = scan_query(
+            GLOBAL_COLUMNS, parse_position(position), where, limit, mark=_mark, moment=_utc
+        )
+        items = [global_from_row(row) for row in await self._fetch(sql, *values)]
         return Page(items, next_position([trans.id for trans in items], limit))
 
     async def purge_finished(self, *, older_than: float, limit: int) -> int:
@@ -539,20 +501,12 @@ class PostgresStore(Store):
     # --- key-value pairs (topics) --------------------------------------------------
 
     async def find_kv(self, cat: str, key: str) -> list[KV]:
-        sql, values = find_kv_query(_KV_COLUMNS, cat, key, lambda n: f"${n}")
+        sql, values = find_kv_query(KV_COLUMNS, cat, key, _mark)
         return [kv_from_row(row) for row in await self._fetch(sql, *values)]
 
     async def scan_kv(self, cat: str, *, position: str, limit: int) -> tuple[list[KV], str]:
-        before = parse_position(position)
-        if before is None:
-            sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = $1 ORDER BY id DESC LIMIT $2"
-            rows = await self._fetch(sql, cat, limit)
-        else:
-            sql = (
-                f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-            )
-            rows = await self._fetch(sql, cat, before, limit)
-        items = [kv_from_row(row) for row in rows]
+        sql, values = scan_kv_query(KV_COLUMNS, cat, parse_position(position), limit, _mark)
+        items = [kv_from_row(row) for row in await self._fetch(sql, *values)]
         return items, next_position([kv.id for kv in items], limit)
 
     async def create_kv(self, cat: str, key: str, value: str) -> bool:

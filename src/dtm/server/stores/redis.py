@@ -76,6 +76,7 @@ from dtm.protocol.consts import FINISHED
 from dtm.protocol.records import KV, TransBranch, TransGlobal
 from dtm.server.config import StoreConfig
 from dtm.server.stores.base import Page, Progress, ScanFilter, Store, StoreUnavailable
+from dtm.server.stores.rows import next_position, progress_columns, stamp_branches
 
 __all__ = ["RedisStore"]
 
@@ -182,14 +183,6 @@ def _branch_args(gid: str, branches: Sequence[TransBranch]) -> list[bytes]:
     return args
 
 
-def _stamp_branches(branches: Sequence[TransBranch], ids: Sequence[int], now: datetime) -> None:
-    """Give the caller's objects what the store wrote for them (skipping those not new)."""
-    for branch, branch_id in zip(branches, ids, strict=True):
-        if branch_id:
-            branch.id = branch_id
-            branch.create_time = branch.update_time = now
-
-
 def _position(position: str) -> str:
     """A position as a score; ValueError for one this store never gave out."""
     return str(int(position)) if position else ""
@@ -246,11 +239,6 @@ def _pairs(reply: Any) -> list[tuple[str, float]]:
         (member.decode(), float(score))
         for member, score in zip(reply[::2], reply[1::2], strict=True)
     ]
-
-
-def _next_position(ids: list[int], limit: int) -> str:
-    """Upstream's paging: the last id returned, or "" once a page comes back short."""
-    return str(ids[-1]) if ids and len(ids) >= limit else ""
 
 
 def _unavailable(exc: BaseException) -> BaseException:
@@ -625,7 +613,7 @@ class RedisStore(Store):
         trans.id = trans_id
         trans.create_time = trans.update_time = now
         trans.next_cron_time = _time(now_us + delay)
-        _stamp_branches(branches, ids, now)
+        stamp_branches(branches, ids, now)
         return True
 
     async def find(self, gid: str) -> TransGlobal | None:
@@ -652,22 +640,13 @@ class RedisStore(Store):
         if reply is None:
             return False
         now_us, *ids = reply
-        _stamp_branches(branches, ids, _time(now_us))
+        stamp_branches(branches, ids, _time(now_us))
         return True
 
     async def save_progress(
         self, gid: str, progress: Progress, *, expect_status: str, owner: str | None = None
     ) -> bool:
-        changes: dict[str, str | int] = {}
-        for name, value in (
-            ("status", progress.status),
-            ("rollback_reason", progress.rollback_reason),
-            ("result", progress.result),
-            ("next_cron_interval", progress.next_cron_interval),
-            ("owner", progress.owner),
-        ):
-            if value is not None:
-                changes[name] = value
+        changes = progress_columns(progress)
         updates: list[bytes | str] = []
         for update in progress.branches:
             updates.append(_field(update.branch_id, update.op))
@@ -802,8 +781,8 @@ class RedisStore(Store):
         start = _position(position)
         if limit <= 0:
             return Page()
-        items, next_position = await self._scan_bucket(self._buckets[0], start, limit, where)
-        return Page([_decode_global(raw) for raw in items], next_position.decode())
+        items, after = await self._scan_bucket(self._buckets[0], start, limit, where)
+        return Page([_decode_global(raw) for raw in items], after.decode())
 
     async def _scan_bucket(
         self, bucket: _Bucket, start: str, limit: int, where: ScanFilter
@@ -863,7 +842,7 @@ class RedisStore(Store):
             return [], ""
         found = await self._run("kv_scan", (self._kv(cat), self._kvi(cat)), (start, limit))
         kvs = [_decode_kv(raw) for raw in found if raw is not None]
-        return kvs, _next_position([kv.id for kv in kvs], limit)
+        return kvs, next_position([kv.id for kv in kvs], limit)
 
     async def create_kv(self, cat: str, key: str, value: str) -> bool:
         created = await self._run(

@@ -18,12 +18,21 @@ from dtm.protocol.consts import FAILED, SUCCEED, UNFINISHED
 from dtm.protocol.records import KV, TransBranch, TransGlobal
 from dtm.server.stores.base import Page, Progress, ScanFilter, Store
 from dtm.server.stores.rows import (
+    BRANCH_COLUMNS,
+    GLOBAL_COLUMNS,
+    KV_COLUMNS,
+    NEW_GLOBAL_COLUMNS,
     branch_from_row,
     find_kv_query,
     global_from_row,
+    global_values,
     kv_from_row,
     next_position,
     parse_position,
+    progress_columns,
+    scan_kv_query,
+    scan_query,
+    stamp_branches,
 )
 from dtm.server.stores.sqlite_worker import Tx, Worker, format_time, parse_time
 
@@ -35,21 +44,8 @@ _BUSY_TIMEOUT_MS = 5000
 
 _UNFINISHED = ", ".join(f"'{status}'" for status in sorted(UNFINISHED))
 
-_GLOBAL_COLUMNS = (
-    "id, gid, trans_type, status, query_prepared, protocol, create_time, update_time,"
-    " finish_time, rollback_time, options, custom_data, next_cron_interval, next_cron_time,"
-    " owner, ext_data, result, rollback_reason"
-)
-_BRANCH_COLUMNS = (
-    "id, gid, url, bin_data, branch_id, op, status, create_time, update_time, finish_time,"
-    " rollback_time"
-)
-_KV_COLUMNS = "id, cat, k, v, version, create_time, update_time"
-
 _INSERT_GLOBAL = (
-    "INSERT INTO trans_global (gid, trans_type, status, query_prepared, protocol,"
-    " create_time, update_time, options, custom_data, next_cron_interval, next_cron_time,"
-    " owner, ext_data, result, rollback_reason)"
+    f"INSERT INTO trans_global ({NEW_GLOBAL_COLUMNS}, create_time, update_time)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gid) DO NOTHING"
 )
 _INSERT_BRANCH = (
@@ -67,12 +63,9 @@ _FINISH_BRANCH = (
 )
 
 
-def _stamp_branches(branches: Sequence[TransBranch], ids: list[int], now: datetime) -> None:
-    """Give the caller's objects what the store wrote for them (skipping those not new)."""
-    for branch, branch_id in zip(branches, ids, strict=True):
-        if branch_id:
-            branch.id = branch_id
-            branch.create_time = branch.update_time = now
+def _mark(_n: int) -> str:
+    """The placeholder of a statement's values, whatever their place."""
+    return "?"
 
 
 # --- jobs: each runs on a worker thread, inside its batch's transaction ---------------
@@ -104,26 +97,8 @@ def _create(
     tx: Tx, trans: TransGlobal, branches: Sequence[TransBranch], delay: float
 ) -> tuple[datetime, datetime, int, list[int]] | None:
     due = tx.later(delay)
-    cursor = tx.cur.execute(
-        _INSERT_GLOBAL,
-        (
-            trans.gid,
-            trans.trans_type,
-            trans.status,
-            trans.query_prepared,
-            trans.protocol,
-            tx.stamp,
-            tx.stamp,
-            trans.options,
-            trans.custom_data,
-            trans.next_cron_interval,
-            format_time(due),
-            trans.owner,
-            trans.ext_data,
-            trans.result,
-            trans.rollback_reason,
-        ),
-    )
+    values = (*global_values(trans, format_time(due)), tx.stamp, tx.stamp)
+    cursor = tx.cur.execute(_INSERT_GLOBAL, values)
     if not cursor.rowcount:
         return None
     return tx.now, due, cursor.lastrowid or 0, _insert_branches(tx, trans.gid, branches)
@@ -145,26 +120,15 @@ def _save_progress(
     tx: Tx, gid: str, progress: Progress, expect_status: str, owner: str | None
 ) -> bool:
     # Column names come from this function only; every value is a bound parameter.
-    sets: list[str] = []
-    values: list[object] = []
-    if progress.status is not None:
-        sets.append("status = ?")
-        values.append(progress.status)
-        if progress.status == SUCCEED:
-            sets.append("finish_time = ?")
-            values.append(tx.stamp)
-        elif progress.status == FAILED:
-            sets.append("rollback_time = ?")
-            values.append(tx.stamp)
-    for column, value in (
-        ("rollback_reason", progress.rollback_reason),
-        ("result", progress.result),
-        ("next_cron_interval", progress.next_cron_interval),
-        ("owner", progress.owner),
-    ):
-        if value is not None:
-            sets.append(f"{column} = ?")
-            values.append(value)
+    changes = progress_columns(progress)
+    sets = [f"{column} = ?" for column in changes]
+    values: list[object] = list(changes.values())
+    if progress.status == SUCCEED:
+        sets.append("finish_time = ?")
+        values.append(tx.stamp)
+    elif progress.status == FAILED:
+        sets.append("rollback_time = ?")
+        values.append(tx.stamp)
     if progress.next_cron_delay is not None:
         sets.append("next_cron_time = ?")
         values.append(format_time(tx.later(progress.next_cron_delay)))
@@ -194,7 +158,7 @@ def _save_progress(
 
 def _lock_due(tx: Tx, owner: str, lease: float, limit: int) -> list[TransGlobal]:
     rows = tx.cur.execute(
-        f"SELECT {_GLOBAL_COLUMNS} FROM trans_global"
+        f"SELECT {GLOBAL_COLUMNS} FROM trans_global"
         f" WHERE status IN ({_UNFINISHED}) AND next_cron_time <= ?"
         " ORDER BY next_cron_time, id LIMIT ?",
         (tx.stamp, limit),
@@ -250,7 +214,7 @@ def _purge_finished(tx: Tx, older_than: float, limit: int) -> int:
 
 def _find(tx: Tx, gid: str) -> TransGlobal | None:
     row = tx.cur.execute(
-        f"SELECT {_GLOBAL_COLUMNS} FROM trans_global WHERE gid = ?", (gid,)
+        f"SELECT {GLOBAL_COLUMNS} FROM trans_global WHERE gid = ?", (gid,)
     ).fetchone()
     return None if row is None else global_from_row(row, parse_time)
 
@@ -260,44 +224,24 @@ def _load(tx: Tx, gid: str) -> tuple[TransGlobal | None, list[TransBranch]]:
     if trans is None:
         return None, []
     rows = tx.cur.execute(
-        f"SELECT {_BRANCH_COLUMNS} FROM trans_branch_op WHERE gid = ? ORDER BY id", (gid,)
+        f"SELECT {BRANCH_COLUMNS} FROM trans_branch_op WHERE gid = ? ORDER BY id", (gid,)
     ).fetchall()
     return trans, [branch_from_row(row, parse_time) for row in rows]
 
 
 def _scan(tx: Tx, before: int | None, limit: int, where: ScanFilter) -> list[TransGlobal]:
-    conditions: list[str] = []
-    values: list[object] = []
-    for condition, value in (
-        ("id < ?", before),
-        ("status = ?", where.status),
-        ("trans_type = ?", where.trans_type),
-        ("create_time >= ?", where.create_time_start and format_time(where.create_time_start)),
-        ("create_time <= ?", where.create_time_end and format_time(where.create_time_end)),
-    ):
-        if value is not None:
-            conditions.append(condition)
-            values.append(value)
-    sql = f"SELECT {_GLOBAL_COLUMNS} FROM trans_global"
-    if conditions:
-        sql += " WHERE " + " AND ".join(conditions)
-    rows = tx.cur.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*values, limit)).fetchall()
-    return [global_from_row(row, parse_time) for row in rows]
+    sql, values = scan_query(GLOBAL_COLUMNS, before, where, limit, mark=_mark, moment=format_time)
+    return [global_from_row(row, parse_time) for row in tx.cur.execute(sql, values).fetchall()]
 
 
 def _find_kv(tx: Tx, cat: str, key: str) -> list[KV]:
-    sql, values = find_kv_query(_KV_COLUMNS, cat, key, lambda _: "?")
+    sql, values = find_kv_query(KV_COLUMNS, cat, key, _mark)
     return [kv_from_row(row, parse_time) for row in tx.cur.execute(sql, values).fetchall()]
 
 
 def _scan_kv(tx: Tx, cat: str, before: int | None, limit: int) -> list[KV]:
-    if before is None:
-        sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = ? ORDER BY id DESC LIMIT ?"
-        rows = tx.cur.execute(sql, (cat, limit)).fetchall()
-    else:
-        sql = f"SELECT {_KV_COLUMNS} FROM kv WHERE cat = ? AND id < ? ORDER BY id DESC LIMIT ?"
-        rows = tx.cur.execute(sql, (cat, before, limit)).fetchall()
-    return [kv_from_row(row, parse_time) for row in rows]
+    sql, values = scan_kv_query(KV_COLUMNS, cat, before, limit, _mark)
+    return [kv_from_row(row, parse_time) for row in tx.cur.execute(sql, values).fetchall()]
 
 
 def _create_kv(tx: Tx, cat: str, key: str, value: str) -> bool:
@@ -426,7 +370,7 @@ class SqliteStore(Store):
         now, due, trans.id, ids = created
         trans.create_time = trans.update_time = now
         trans.next_cron_time = due
-        _stamp_branches(branches, ids, now)
+        stamp_branches(branches, ids, now)
         return True
 
     async def find(self, gid: str) -> TransGlobal | None:
@@ -442,7 +386,7 @@ class SqliteStore(Store):
         if added is None:
             return False
         now, ids = added
-        _stamp_branches(branches, ids, now)
+        stamp_branches(branches, ids, now)
         return True
 
     async def save_progress(
