@@ -16,7 +16,7 @@ import msgspec
 from dtm.errors import FailureError, OngoingError, TransportError
 from dtm.protocol import consts
 from dtm.protocol.gen import dtmgimp_pb2 as pb
-from dtm.protocol.grpc_calls import PREFIX as META_PREFIX
+from dtm.protocol.grpc_calls import metadata_of
 
 if TYPE_CHECKING:
     from dtm.client._core import GrpcResponse, Trans
@@ -101,20 +101,17 @@ def gid_of(body: bytes) -> str:
 
 
 def branch_metadata(trans: Trans, branch_id: str, op: str, url: str) -> tuple[tuple[str, str], ...]:
-    """Metadata of a branch call as upstream's `InvokeBranch` sends it: the transaction info
-    (`dtm-gid`, ...; `dtm-dtm` is this client's server, for nested TCC), the branch headers
-    (keys lowered, as gRPC requires), and `dtm-phase2_url` for an XA branch."""
-    meta = [
-        (META_PREFIX + "gid", trans.gid),
-        (META_PREFIX + "trans_type", trans.trans_type),
-        (META_PREFIX + "branch_id", branch_id),
-        (META_PREFIX + "op", op),
-        (META_PREFIX + "dtm", trans.dtm),
-    ]
-    meta.extend((k.lower(), v) for k, v in trans.options.branch_headers.items())
-    if trans.trans_type == consts.XA:
-        meta.append((META_PREFIX + "phase2_url", url))
-    return tuple(meta)
+    """Metadata of a branch call as upstream's `InvokeBranch` sends it: `dtm-dtm` is this
+    client's server (for nested TCC), and an XA branch gets `dtm-phase2_url`."""
+    return metadata_of(
+        trans.gid,
+        trans.trans_type,
+        branch_id,
+        op,
+        dtm=trans.dtm,
+        headers=trans.options.branch_headers,
+        phase2_url=url if trans.trans_type == consts.XA else "",
+    )
 
 
 def check_status(response: GrpcResponse, what: str) -> GrpcResponse:

@@ -37,3 +37,28 @@ def parse_url(url: str) -> tuple[str, str]:
     if not (sep and target and service and method) or "://" in url:
         raise ValueError(f"bad gRPC url {url!r}: expected host:port/package.Service/Method")
     return target, f"/{path}"
+
+
+def metadata_of(
+    gid: str,
+    trans_type: str,
+    branch_id: str,
+    op: str,
+    *,
+    dtm: str = "",
+    headers: Mapping[str, str] | None = None,
+    phase2_url: str = "",
+) -> tuple[tuple[str, str], ...]:
+    """The metadata of a branch call as upstream sends it: the transaction info, the
+    branch headers (keys lowered, as gRPC requires), and `dtm-phase2_url` when given."""
+    meta = [
+        (PREFIX + "gid", gid),
+        (PREFIX + "trans_type", trans_type),
+        (PREFIX + "branch_id", branch_id),
+        (PREFIX + "op", op),
+        (PREFIX + "dtm", dtm),
+    ]
+    meta.extend((k.lower(), v) for k, v in (headers or {}).items())
+    if phase2_url:
+        meta.append((PREFIX + "phase2_url", phase2_url))
+    return tuple(meta)

@@ -21,7 +21,7 @@ import grpc
 import grpc.aio
 
 from dtm.protocol import consts
-from dtm.protocol.grpc_calls import PREFIX, parse_url
+from dtm.protocol.grpc_calls import metadata_of, parse_url
 from dtm.server.calls import BranchCall, CallResult, Outcome
 
 __all__ = ["ChannelPool"]
@@ -42,20 +42,6 @@ def read_grpc_code(code: grpc.StatusCode, message: str) -> CallResult:
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return CallResult(Outcome.ONGOING, message)
     return CallResult(Outcome.ERROR, f"gRPC {code.name}: {message}")
-
-
-def metadata_of(call: BranchCall) -> tuple[tuple[str, str], ...]:
-    """Transaction info as upstream sends it, then the branch headers (keys lowered, as
-    gRPC requires)."""
-    info = (
-        (PREFIX + "gid", call.gid),
-        (PREFIX + "trans_type", call.trans_type),
-        (PREFIX + "branch_id", call.branch_id),
-        (PREFIX + "op", call.op),
-        (PREFIX + "dtm", ""),
-    )
-    headers = tuple((k.lower(), v) for k, v in (call.headers or {}).items())
-    return info + headers
 
 
 class ChannelPool:
@@ -84,7 +70,17 @@ class ChannelPool:
             return CallResult(Outcome.ERROR, str(exc))
         try:
             stub = self.method(target, method)
-            await stub(branch.payload, metadata=metadata_of(branch), timeout=branch.timeout)
+            await stub(
+                branch.payload,
+                metadata=metadata_of(
+                    branch.gid,
+                    branch.trans_type,
+                    branch.branch_id,
+                    branch.op,
+                    headers=branch.headers,
+                ),
+                timeout=branch.timeout,
+            )
         except grpc.aio.AioRpcError as exc:
             return read_grpc_code(exc.code(), exc.details() or "")
         except (ValueError, TypeError, RuntimeError) as exc:  # bad metadata, closed channel

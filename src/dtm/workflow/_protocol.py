@@ -35,7 +35,7 @@ from dtm.client._core import (
 )
 from dtm.errors import TransportError
 from dtm.protocol import consts
-from dtm.protocol.grpc_calls import PREFIX, parse_url
+from dtm.protocol.grpc_calls import metadata_of, parse_url
 from dtm.protocol.records import TransGlobal
 
 _JSON = {"Content-Type": "application/json"}
@@ -181,14 +181,7 @@ def branch_request(
         from dtm.client import _grpc
 
         target, path = parse_url(url)
-        metadata = (
-            (PREFIX + "gid", gid),
-            (PREFIX + "trans_type", consts.WORKFLOW),
-            (PREFIX + "branch_id", branch_id),
-            (PREFIX + "op", op),
-            (PREFIX + "dtm", dtm),
-            *((k.lower(), v) for k, v in headers.items()),
-        )
+        metadata = metadata_of(gid, consts.WORKFLOW, branch_id, op, dtm=dtm, headers=headers)
         return GrpcRequest(target, path, _grpc.payload_bytes(payload), metadata)
     params = urlencode(
         {"gid": gid, "trans_type": consts.WORKFLOW, "branch_id": branch_id, "op": op}
